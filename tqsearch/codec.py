@@ -1,0 +1,244 @@
+"""TurboQuant codec: vectors <-> packed codes plus per-vector factors.
+
+Encoding a vector ``x`` (float32, dimension d):
+
+1. ``n = ||x||`` and ``u = R x / n``: a unit vector whose coordinates follow
+   the rotated-coordinate law (:mod:`tqsearch.codebook`).
+2. Each coordinate of ``u`` is replaced by the index of its Lloyd-Max cell,
+   ``b`` bits, packed (:mod:`tqsearch.kernels.encode`); ``c(u)`` is the vector
+   of centroids.
+3. Per-vector factors, by estimator:
+
+   ``"mse"`` (TurboQuant_mse, the paper's): none beyond the norm;
+   ``<q, x> ~ n <R q, c(u)>``.
+
+   ``"corrected"`` (default): ``g = <u, c(u)>``, stored as uint16 fixed point;
+   ``<q, x> ~ n <R q, c(u)> / g``. Exact when ``q`` is parallel to ``x`` and most
+   accurate for the near neighbours that decide a ranking (the per-vector
+   correction of RaBitQ and EDEN, here on Lloyd-Max codes); costs 2 bytes.
+
+   ``qjl=True`` (TurboQuant_prod): ``b - 1`` bits of indices, then one sign bit
+   per coordinate of ``S r`` with ``r = u - c(u)`` and ``S`` a seeded Gaussian
+   matrix, and ``gamma = ||r||``; ``<q, x> ~ n (<R q, c(u)> + gamma sqrt(pi/2)/d
+   <S R q, sign(S r)>)``, unbiased.
+
+   The norm ``n`` is stored as float32 for the "ip" and "l2" metrics; "cosine"
+   normalises vectors, so it stores none.
+
+Byte layout of one code (``sa_encode``): index bytes ``ceil(d * b' / 8)``
+(``b' = b - qjl``), sign bytes ``ceil(d / 8)`` if qjl, then the norm (4 bytes,
+little-endian float32) if stored, then the gain (2 bytes, little-endian uint16)
+if the estimator has one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .codebook import lloyd_max
+from .kernels.encode import pack_signs, quantize_pack, unpack_indices
+from .kernels.scan import GAIN_ONE, MODE_CORRECTED, MODE_MSE, MODE_QJL
+from .rotation import Rotation, make_rotation
+
+__all__ = ["TurboQuantCodec", "ESTIMATORS", "METRICS"]
+
+METRICS = ("ip", "cosine", "l2")
+ESTIMATORS = ("corrected", "mse")
+
+
+class EncodedBatch:
+    """Codes of a batch of vectors, split into the arrays the index stores.
+
+    Attributes
+    ----------
+    codes : uint8 (n, code_bytes)
+    norms : float32 (n,) or (0,)
+    gains : uint16 (n,) or (0,)
+    """
+
+    __slots__ = ("codes", "norms", "gains")
+
+    def __init__(self, codes, norms, gains):
+        self.codes = codes
+        self.norms = norms
+        self.gains = gains
+
+
+class TurboQuantCodec:
+    """Rotation + Lloyd-Max codebook (+ QJL projection) for one index.
+
+    Parameters
+    ----------
+    d : int
+    bits : int
+        Total bits per coordinate (1 to 8), QJL bit included.
+    metric : {"ip", "cosine", "l2"}
+    qjl : bool
+    rotation : Rotation
+    estimator : {"corrected", "mse"}
+        Ignored when ``qjl`` is set (QJL has its own unbiased estimator).
+    qjl_matrix : float32 (d, d), optional
+        The QJL projection ``S`` (drawn from ``seed`` when omitted).
+    seed : int
+    """
+
+    def __init__(self, d, bits, metric, qjl, rotation: Rotation, estimator="corrected",
+                 qjl_matrix=None, seed=0):
+        self.d = d
+        self.bits = bits
+        self.metric = metric
+        self.qjl = qjl
+        self.estimator = "qjl" if qjl else estimator
+        self.rotation = rotation
+        self.index_bits = bits - 1 if qjl else bits
+        if self.index_bits > 0:
+            cb = lloyd_max(d, self.index_bits)
+            self.centroids = cb.centroids.astype(np.float32)
+            self.boundaries = cb.boundaries.astype(np.float32)
+        else:
+            self.centroids = np.zeros(1, dtype=np.float32)
+            self.boundaries = np.zeros(0, dtype=np.float32)
+        if qjl and qjl_matrix is None:
+            # offset the stream so S is independent of the rotation's draw
+            rng = np.random.default_rng([seed, 0x514A4C])
+            qjl_matrix = rng.standard_normal((d, d))
+        self.qjl_matrix = (
+            np.ascontiguousarray(qjl_matrix, dtype=np.float32) if qjl else None
+        )
+        self.index_bytes = (d * self.index_bits + 7) // 8
+        self.sign_bytes = (d + 7) // 8 if qjl else 0
+        self.code_bytes = self.index_bytes + self.sign_bytes
+        self.has_norms = metric != "cosine"
+        self.has_gains = self.estimator != "mse"
+
+    @classmethod
+    def create(cls, d, bits, metric, qjl, rotation, estimator, seed):
+        return cls(d, bits, metric, qjl, make_rotation(rotation, d, seed), estimator, seed=seed)
+
+    # -- sizes ---------------------------------------------------------------
+    @property
+    def code_size(self) -> int:
+        """Bytes stored per vector: codes, norm and gain."""
+        return self.code_bytes + 4 * self.has_norms + 2 * self.has_gains
+
+    @property
+    def mode(self) -> int:
+        return {"mse": MODE_MSE, "corrected": MODE_CORRECTED, "qjl": MODE_QJL}[self.estimator]
+
+    # -- encoding ------------------------------------------------------------
+    def normalize(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Split rows into norms and unit directions (zero rows stay zero)."""
+        norms = np.linalg.norm(x, axis=1).astype(np.float32)
+        safe = np.where(norms > 0, norms, np.float32(1.0))
+        return x / safe[:, None], norms
+
+    def encode(self, x: np.ndarray) -> EncodedBatch:
+        """Code float32 (n, d) vectors (already validated)."""
+        n = x.shape[0]
+        unit, norms = self.normalize(x)
+        u = self.rotation.apply(unit)
+        codes = np.empty((n, self.code_bytes), dtype=np.uint8)
+        dots = np.empty(n, dtype=np.float32)
+        residual = np.empty((n, self.d) if self.qjl else (0, 0), dtype=np.float32)
+        quantize_pack(u, self.boundaries, self.centroids, self.index_bits, codes, dots, residual)
+        if self.qjl:
+            projected = residual @ self.qjl_matrix.T
+            pack_signs(projected, codes, self.index_bytes)
+            gains = _to_fixed(np.linalg.norm(residual, axis=1))
+        elif self.has_gains:
+            gains = _to_fixed(dots)
+        else:
+            gains = np.empty(0, dtype=np.uint16)
+        if not self.has_norms:
+            norms = np.empty(0, dtype=np.float32)
+        return EncodedBatch(codes, norms, gains)
+
+    def indices(self, codes: np.ndarray) -> np.ndarray:
+        """Cell indices, uint8 (n, d), of packed codes."""
+        out = np.empty((codes.shape[0], self.d), dtype=np.uint8)
+        if self.index_bits > 0:
+            unpack_indices(np.ascontiguousarray(codes), self.d, self.index_bits, out)
+        else:
+            out[:] = 0
+        return out
+
+    def decode(self, batch: EncodedBatch) -> np.ndarray:
+        """Reconstructions ``x_hat`` (float32 (n, d)) whose inner products are the estimates.
+
+        For every estimator ``<q, x_hat>`` equals the score the index computes
+        for query ``q`` (up to float rounding), so reconstructions and search
+        agree. For "mse" this is the paper's ``n R^T c(u)``.
+        """
+        c = self.centroids[self.indices(batch.codes)] if self.index_bits > 0 else None
+        n = batch.codes.shape[0]
+        if c is None:
+            c = np.zeros((n, self.d), dtype=np.float32)
+        if self.qjl:
+            signs = _unpack_signs(batch.codes[:, self.index_bytes:], self.d)
+            gamma = batch.gains.astype(np.float32) / np.float32(GAIN_ONE)
+            scale = gamma * np.float32(np.sqrt(np.pi / 2) / self.d)
+            c = c + (signs @ self.qjl_matrix) * scale[:, None]
+        elif self.has_gains:
+            g = batch.gains.astype(np.float32)
+            factor = np.where(g > 0, np.float32(GAIN_ONE) / np.maximum(g, 1), np.float32(0))
+            c = c * factor[:, None]
+        x = self.rotation.inverse(np.ascontiguousarray(c, dtype=np.float32))
+        if self.has_norms:
+            x *= batch.norms[:, None]
+        return x
+
+    # -- queries -------------------------------------------------------------
+    def prepare_queries(self, xq: np.ndarray):
+        """Rotated queries (and QJL projections) for the scan kernels.
+
+        Returns
+        -------
+        y : float32 (nq, d)
+        y_sign : float32 (nq, d) or (nq, 0)
+        sq_norms : float32 (nq,)
+            ``||q||^2`` (distances for L2 are ``||q||^2 - similarity``).
+        """
+        if self.metric == "cosine":
+            xq, _ = self.normalize(xq)
+        sq_norms = np.einsum("ij,ij->i", xq, xq).astype(np.float32)
+        y = self.rotation.apply(np.ascontiguousarray(xq, dtype=np.float32))
+        if self.qjl:
+            y_sign = np.ascontiguousarray(y @ self.qjl_matrix.T)
+        else:
+            y_sign = np.empty((y.shape[0], 0), dtype=np.float32)
+        return y, y_sign, sq_norms
+
+    # -- row-major byte view ---------------------------------------------------
+    def to_bytes(self, batch: EncodedBatch) -> np.ndarray:
+        """Concatenate codes and factors into uint8 (n, code_size) rows."""
+        parts = [batch.codes]
+        if self.has_norms:
+            parts.append(batch.norms.astype("<f4").view(np.uint8).reshape(-1, 4))
+        if self.has_gains:
+            parts.append(batch.gains.astype("<u2").view(np.uint8).reshape(-1, 2))
+        return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+    def from_bytes(self, rows: np.ndarray) -> EncodedBatch:
+        """Inverse of :meth:`to_bytes`."""
+        rows = np.ascontiguousarray(rows, dtype=np.uint8)
+        codes = np.ascontiguousarray(rows[:, : self.code_bytes])
+        at = self.code_bytes
+        norms = np.empty(0, dtype=np.float32)
+        gains = np.empty(0, dtype=np.uint16)
+        if self.has_norms:
+            norms = np.ascontiguousarray(rows[:, at:at + 4]).view("<f4").ravel().astype(np.float32)
+            at += 4
+        if self.has_gains:
+            gains = np.ascontiguousarray(rows[:, at:at + 2]).view("<u2").ravel().astype(np.uint16)
+        return EncodedBatch(codes, norms, gains)
+
+
+def _to_fixed(values: np.ndarray) -> np.ndarray:
+    """Non-negative factors in [0, 2) as uint16 in units of 2**-15."""
+    scaled = np.rint(np.clip(values, 0.0, None) * GAIN_ONE)
+    return np.minimum(scaled, 65535).astype(np.uint16)
+
+
+def _unpack_signs(sign_codes: np.ndarray, d: int) -> np.ndarray:
+    bits = np.unpackbits(sign_codes, axis=1, bitorder="little")[:, :d]
+    return bits.astype(np.float32) * 2 - 1

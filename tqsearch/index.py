@@ -1,0 +1,347 @@
+"""The user-facing index: validation, storage, dispatch to the kernels, threads."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+
+import numba
+import numpy as np
+
+from .codebook import MAX_BITS
+from .codec import ESTIMATORS, METRICS, EncodedBatch, TurboQuantCodec
+from .config import ADD_CHUNK
+from .kernels.rerank import rerank_exact
+from .kernels.scan import scan_topk
+from .results import finalize_topk
+from .rotation import ROTATIONS
+from .validation import as_matrix, check_k, check_positive_int
+
+__all__ = ["TurboQuantIndex"]
+
+RAW_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+class TurboQuantIndex:
+    """Brute-force index over TurboQuant codes, with the faiss calling conventions.
+
+    Parameters
+    ----------
+    d : int
+        Vector dimension.
+    bits : int, default 4
+        Bits per coordinate, 1 to 8 (with ``qjl=True`` one of them is the QJL bit).
+    metric : {"ip", "cosine", "l2"}, default "ip"
+        "ip": inner product, larger is better. "cosine": vectors and queries are
+        normalised, scores are cosine similarities. "l2": squared euclidean
+        distance, smaller is better.
+    qjl : bool, default False
+        Spend one of the bits on the QJL residual sign (TurboQuant_prod): the
+        inner-product estimate becomes unbiased, but ranking recall is usually
+        lower than without it.
+    rotation : {"hadamard", "dense"}, default "hadamard"
+        Randomized Hadamard (O(d log d)) or Haar-random dense (O(d^2)) rotation.
+    seed : int, default 0
+        Seed of the rotation (and QJL projection): same seed, same codes.
+    estimator : {"corrected", "mse"}, default "corrected"
+        "mse" is the paper's TurboQuant_mse estimate; "corrected" divides by the
+        per-vector ``<u, c(u)>`` (2 more bytes per vector) and ranks better.
+    keep_vectors : {None, "float32", "float16"}, default None
+        Also keep the original vectors (cosine: normalised) so that
+        ``search(..., rerank=F)`` can re-score ``F * k`` candidates exactly.
+
+    Attributes
+    ----------
+    ntotal : int
+    code_size : int
+        Bytes stored per vector by the codes (indices, signs, norm, gain);
+        kept raw vectors are reported separately in ``raw_size``.
+
+    Examples
+    --------
+    >>> import numpy as np, tqsearch
+    >>> x = np.random.default_rng(0).standard_normal((1000, 64)).astype(np.float32)
+    >>> index = tqsearch.TurboQuantIndex(64, bits=4, metric="l2")
+    >>> index.add(x)
+    >>> D, I = index.search(x[:5], 3)
+    >>> I[:, 0].tolist()
+    [0, 1, 2, 3, 4]
+    """
+
+    def __init__(self, d, bits=4, *, metric="ip", qjl=False, rotation="hadamard", seed=0,
+                 estimator="corrected", keep_vectors=None):
+        d = check_positive_int(d, "d")
+        if d < 2:
+            raise ValueError(f"dimension must be at least 2, got d={d}")
+        if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
+            raise TypeError(f"bits must be an integer, got {bits!r}")
+        if not 1 <= bits <= MAX_BITS:
+            raise ValueError(f"bits must be between 1 and {MAX_BITS}, got bits={bits}")
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+        if rotation not in ROTATIONS:
+            raise ValueError(f"unknown rotation {rotation!r}: use one of {', '.join(ROTATIONS)}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(
+                f"unknown estimator {estimator!r}: use one of {', '.join(ESTIMATORS)}")
+        if not isinstance(qjl, (bool, np.bool_)):
+            raise TypeError(f"qjl must be True or False, got {qjl!r}")
+        if qjl and bits < 2:
+            raise ValueError(
+                f"qjl=True needs bits >= 2 (bits - 1 for the codebook plus 1 QJL bit), "
+                f"got bits={bits}; use qjl=False or more bits")
+        if keep_vectors not in (None, *RAW_DTYPES):
+            raise ValueError(
+                f"keep_vectors must be None, 'float32' or 'float16', got {keep_vectors!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        self.keep_vectors = keep_vectors
+        self.codec = TurboQuantCodec.create(d, int(bits), metric, bool(qjl), rotation,
+                                            estimator, self.seed)
+        self._store = _empty_store(self.codec, keep_vectors)
+        self.n_threads = None
+
+    # -- properties ----------------------------------------------------------
+    d = property(lambda self: self.codec.d)
+    bits = property(lambda self: self.codec.bits)
+    metric = property(lambda self: self.codec.metric)
+    qjl = property(lambda self: self.codec.qjl)
+    estimator = property(lambda self: self.codec.estimator)
+    rotation = property(lambda self: self.codec.rotation.kind)
+    code_size = property(lambda self: self.codec.code_size)
+    ntotal = property(lambda self: int(self._store["codes"].shape[0]))
+    is_trained = True
+
+    @property
+    def raw_size(self) -> int:
+        """Bytes per vector of the kept raw vectors (0 when none are kept)."""
+        raw = self._store.get("raw")
+        return 0 if raw is None else int(raw.dtype.itemsize * self.d)
+
+    def __len__(self):
+        return self.ntotal
+
+    def __repr__(self):
+        return (f"TurboQuantIndex(d={self.d}, bits={self.bits}, metric={self.metric!r}, "
+                f"qjl={self.qjl}, rotation={self.rotation!r}, estimator={self.estimator!r}, "
+                f"ntotal={self.ntotal}, code_size={self.code_size})")
+
+    # -- building ------------------------------------------------------------
+    def train(self, x=None):
+        """No-op kept for faiss compatibility: TurboQuant needs no training."""
+
+    def add(self, x, *, progress: Callable[[int], None] | None = None):
+        """Code and append vectors; their ids are ``ntotal .. ntotal + n - 1``.
+
+        Parameters
+        ----------
+        x : array_like, float (n, d)
+        progress : callable, optional
+            Called with the number of rows coded after each chunk.
+        """
+        x = as_matrix(x, self.d, name="x")
+        n = x.shape[0]
+        if n == 0:
+            return
+        start = self.ntotal
+        store = _grow(self._store, start + n)
+        with _threads(self.n_threads):
+            for lo in range(0, n, ADD_CHUNK):
+                hi = min(n, lo + ADD_CHUNK)
+                batch = self.codec.encode(x[lo:hi])
+                _put(store, start + lo, batch)
+                if "raw" in store:
+                    rows = x[lo:hi]
+                    if self.metric == "cosine":
+                        rows, _ = self.codec.normalize(rows)
+                    store["raw"][start + lo:start + hi] = rows
+                if progress is not None:
+                    progress(hi - lo)
+        self._store = store
+
+    def reset(self):
+        """Remove every vector."""
+        self._store = _empty_store(self.codec, self.keep_vectors)
+
+    # -- codec calls -----------------------------------------------------------
+    @property
+    def sa_code_size(self) -> int:
+        return self.code_size
+
+    def sa_encode(self, x) -> np.ndarray:
+        """Codes of ``x`` as uint8 (n, code_size) rows, without adding them."""
+        x = as_matrix(x, self.d, name="x")
+        return self.codec.to_bytes(self.codec.encode(x))
+
+    def sa_decode(self, codes) -> np.ndarray:
+        """Reconstructions float32 (n, d) of uint8 (n, code_size) codes."""
+        codes = np.asarray(codes)
+        if codes.dtype != np.uint8:
+            raise TypeError(f"codes must be uint8, got {codes.dtype}")
+        if codes.ndim != 2 or codes.shape[1] != self.code_size:
+            raise ValueError(
+                f"codes must have shape (n, {self.code_size}) for this index, got {codes.shape}")
+        return self.codec.decode(self.codec.from_bytes(codes))
+
+    def reconstruct_n(self, start=0, n=None) -> np.ndarray:
+        """Reconstructions of stored vectors ``start .. start + n - 1``."""
+        stop = self.ntotal if n is None else min(self.ntotal, start + n)
+        return self.codec.decode(_slice(self._store, start, stop))
+
+    def codes(self) -> np.ndarray:
+        """All stored codes as uint8 (ntotal, code_size) rows (a copy)."""
+        return self.codec.to_bytes(_slice(self._store, 0, self.ntotal))
+
+    # -- search --------------------------------------------------------------
+    def set_threads(self, n_threads: int | None):
+        """Threads used by add and search (None: all cores)."""
+        self.n_threads = None if n_threads is None else check_positive_int(n_threads,
+                                                                            "n_threads")
+
+    def search(self, xq, k, *, n_threads=None, rerank=None, subset=None):
+        """Find the ``k`` best stored vectors of each query.
+
+        Parameters
+        ----------
+        xq : array_like, float (nq, d)
+        k : int
+        n_threads : int, optional
+            Threads for this call (default: ``set_threads`` value, else all cores).
+        rerank : float, optional
+            Re-score ``ceil(rerank * k)`` candidates exactly from the kept raw
+            vectors (needs ``keep_vectors``); ``None`` or 0 scores codes only.
+        subset : tuple (start, stop), optional
+            Scan only stored vectors ``start .. stop - 1`` (ids stay global).
+
+        Returns
+        -------
+        D : float32 (nq, k)
+            Scores, best first: inner products ("ip"), cosine similarities
+            ("cosine") or squared distances ("l2").
+        I : int64 (nq, k)
+            Ids, padded with -1 where fewer than ``k`` vectors exist.
+        """
+        k = check_k(k)
+        xq = as_matrix(xq, self.d, name="xq")
+        if n_threads is not None:
+            n_threads = check_positive_int(n_threads, "n_threads")
+        factor = _check_rerank(rerank, "raw" in self._store)
+        start, stop = _check_subset(subset, self.ntotal)
+        nq = xq.shape[0]
+        if nq == 0:
+            return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+        threads = n_threads or self.n_threads
+        k_scan = min(max(k, int(np.ceil(factor * k))), max(stop - start, 1)) if factor else k
+        with _threads(threads):
+            y, y_sign, sq_norms = self.codec.prepare_queries(xq)
+            scores, labels = self._scan(y, y_sign, k_scan, start, stop)
+            if factor:
+                queries = xq
+                if self.metric == "cosine":
+                    queries, _ = self.codec.normalize(xq)
+                scores = np.empty_like(scores)
+                rerank_exact(self._store["raw"], queries, labels, self.metric == "l2", scores)
+        scores, labels = finalize_topk(scores, labels, k)
+        if self.metric == "l2":
+            valid = labels >= 0
+            dist = np.where(valid, sq_norms[:, None] - scores, np.float32(np.inf))
+            scores = np.maximum(dist, 0, where=valid, out=dist).astype(np.float32)
+        return scores, labels
+
+    def _scan(self, y, y_sign, k, start, stop):
+        """Run the scan kernel on rows ``start:stop``; returns unsorted candidate heaps."""
+        nq = y.shape[0]
+        store = self._store
+        threads = numba.get_num_threads()
+        n_chunks = max(1, min(threads // nq, (stop - start) // 4096)) if nq < threads else 1
+        out_s = np.empty((nq, n_chunks, k), dtype=np.float32)
+        out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
+        batch = _slice(store, start, stop)
+        scan_topk(batch.codes, batch.norms, batch.gains, y, y_sign, self.codec.centroids,
+                  self.codec.index_bits, self.codec.mode, self.metric == "l2", n_chunks, start,
+                  out_s, out_i)
+        return out_s.reshape(nq, -1), out_i.reshape(nq, -1)
+
+
+class _threads:
+    """Context manager setting numba's thread count for a call."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.previous = numba.get_num_threads()
+        if self.n is not None:
+            numba.set_num_threads(min(self.n, numba.config.NUMBA_NUM_THREADS))
+
+    def __exit__(self, *exc):
+        numba.set_num_threads(self.previous)
+
+
+def _check_rerank(rerank, has_raw) -> float:
+    if rerank is None or rerank == 0:
+        return 0.0
+    if isinstance(rerank, bool) or not isinstance(rerank, numbers.Real) or rerank < 1:
+        raise ValueError(f"rerank must be a number >= 1 (candidates per result), got {rerank!r}")
+    if not has_raw:
+        raise ValueError(
+            "rerank needs the original vectors: build the index with "
+            "keep_vectors='float32' or 'float16'")
+    return float(rerank)
+
+
+def _check_subset(subset, ntotal):
+    if subset is None:
+        return 0, ntotal
+    try:
+        start, stop = (int(v) for v in subset)
+    except (TypeError, ValueError):
+        raise ValueError(f"subset must be a (start, stop) pair, got {subset!r}") from None
+    if not 0 <= start <= stop <= ntotal:
+        raise ValueError(f"subset {subset!r} is outside 0..{ntotal}")
+    return start, stop
+
+
+# -- storage: parallel arrays, one row per vector ------------------------------
+
+def _empty_store(codec: TurboQuantCodec, keep_vectors) -> dict[str, np.ndarray]:
+    store = {"codes": np.empty((0, codec.code_bytes), dtype=np.uint8)}
+    if codec.has_norms:
+        store["norms"] = np.empty(0, dtype=np.float32)
+    if codec.has_gains:
+        store["gains"] = np.empty(0, dtype=np.uint16)
+    if keep_vectors:
+        store["raw"] = np.empty((0, codec.d), dtype=RAW_DTYPES[keep_vectors])
+    return store
+
+
+def _grow(store, n_rows):
+    """Copy of the store with room for exactly ``n_rows`` rows (old rows kept)."""
+    out = {}
+    for name, arr in store.items():
+        grown = np.empty((n_rows, *arr.shape[1:]), dtype=arr.dtype)
+        grown[: arr.shape[0]] = arr
+        out[name] = grown
+    return out
+
+
+def _put(store, at, batch: EncodedBatch):
+    n = batch.codes.shape[0]
+    store["codes"][at:at + n] = batch.codes
+    if "norms" in store:
+        store["norms"][at:at + n] = batch.norms
+    if "gains" in store:
+        store["gains"][at:at + n] = batch.gains
+
+
+def _field(store, name, start, stop):
+    """Rows ``start:stop`` of a per-vector field, or an empty array if not stored."""
+    if name not in store:
+        return np.empty(0, dtype=np.float32 if name == "norms" else np.uint16)
+    return store[name][start:stop]
+
+
+def _slice(store, start, stop) -> EncodedBatch:
+    return EncodedBatch(np.ascontiguousarray(store["codes"][start:stop]),
+                        _field(store, "norms", start, stop), _field(store, "gains", start, stop))

@@ -1,0 +1,157 @@
+"""Asymmetric scan: float query lookup tables against packed codes, top-k kept.
+
+Per query, the rotated query ``y = R q`` turns into a table per byte of the
+code, ``T[i, c] = sum over the coordinates j packed in byte i of
+y_j * centroid[c_j]`` (bits in {1, 2, 4, 8}: whole coordinates per byte), or
+a table per coordinate for other bit widths. A code's score is then a sum of
+table entries, combined with its per-vector factors by the estimator:
+
+* ``MODE_MSE``:       s = sum_T
+* ``MODE_CORRECTED``: s = sum_T / <u, c(u)>              (gain = <u, c(u)> in units of 2**-15)
+* ``MODE_QJL``:       s = sum_T + gamma * sqrt(pi/2) / d * sum_S   (gamma = ||u - c(u)||)
+
+times the stored norm when there is one; for L2 the similarity ranked is
+``2 <q, x> - ||x||^2`` (larger is better), turned into a distance by the caller.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..config import FASTMATH
+from .encode import read_bits
+from .topk import heap_push, heap_init
+
+MODE_MSE = 0
+MODE_CORRECTED = 1
+MODE_QJL = 2
+
+GAIN_ONE = 32768.0  # fixed-point unit of the uint16 per-vector gain
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def build_byte_lut(y, centroids, bits, lut):
+    """Fill ``lut`` (nbytes, 256) for coordinates packed ``8 // bits`` per byte."""
+    d = y.shape[0]
+    per_byte = 8 // bits
+    mask = (1 << bits) - 1
+    nbytes = lut.shape[0]
+    for i in range(nbytes):
+        for c in range(256):
+            acc = np.float32(0.0)
+            for t in range(per_byte):
+                j = i * per_byte + t
+                if j < d:
+                    acc += y[j] * centroids[(c >> (t * bits)) & mask]
+            lut[i, c] = acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def build_coord_lut(y, centroids, lut):
+    """Fill ``lut`` (d, levels) with ``y_j * centroid[c]``."""
+    for j in range(lut.shape[0]):
+        for c in range(lut.shape[1]):
+            lut[j, c] = y[j] * centroids[c]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def byte_lut_sum(row, start, lut):
+    acc = np.float32(0.0)
+    for i in range(lut.shape[0]):
+        acc += lut[i, row[start + i]]
+    return acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def coord_lut_sum(row, bits, lut):
+    acc = np.float32(0.0)
+    for j in range(lut.shape[0]):
+        acc += lut[j, read_bits(row, j * bits, bits)]
+    return acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, is_l2):
+    """Per-vector estimator: table sums and stored factors -> similarity."""
+    if mode == MODE_CORRECTED:
+        g = gains[v]
+        s = s_main * np.float32(GAIN_ONE) / np.float32(g) if g > 0 else np.float32(0.0)
+    elif mode == MODE_QJL:
+        s = s_main + np.float32(gains[v]) * qjl_scale * s_sign
+    else:
+        s = s_main
+    if norms.shape[0] > 0:
+        nv = norms[v]
+        s = s * nv
+        if is_l2:
+            s = np.float32(2.0) * s - nv * nv
+    return s
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, is_l2,
+              n_chunks, label_offset, out_score, out_label):
+    """Score every code against every query, keep the k best per (query, chunk).
+
+    Parameters
+    ----------
+    codes : uint8 (n, code_bytes)
+        Packed codes: ``ceil(d * bits / 8)`` index bytes, then ``ceil(d / 8)``
+        sign bytes when ``mode == MODE_QJL``.
+    norms : float32 (n,) or (0,)
+        Stored vector norms (absent for cosine).
+    gains : uint16 (n,) or (0,)
+        Per-vector estimator factor (see module docstring).
+    y : float32 (nq, d)
+        Rotated queries.
+    y_sign : float32 (nq, d) or (nq, 0)
+        Queries projected for the QJL signs (``S R q``).
+    centroids : float32 (2**bits,)
+    bits, mode : int
+    is_l2 : bool
+    n_chunks : int
+        Split the codes into this many ranges per query (parallelism for few queries).
+    label_offset : int
+        Label of row 0 (scanning a slice of a larger store).
+    out_score : float32 (nq, n_chunks, k), written (similarities, unsorted heaps)
+    out_label : int64 (nq, n_chunks, k), written (-1 where fewer than k codes)
+    """
+    n = codes.shape[0]
+    nq, d = y.shape
+    k = out_score.shape[2]
+    byte_aligned = bits > 0 and 8 % bits == 0
+    main_bytes = (d * bits + 7) // 8
+    sign_bytes = (d + 7) // 8 if mode == MODE_QJL else 0
+    qjl_scale = np.float32(np.sqrt(np.pi / 2.0) / d / GAIN_ONE)
+    sign_centroids = np.array([-1.0, 1.0], dtype=np.float32)
+    chunk = (n + n_chunks - 1) // n_chunks
+    for task in prange(nq * n_chunks):
+        q = task // n_chunks
+        c = task % n_chunks
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        heap_s = out_score[q, c]
+        heap_i = out_label[q, c]
+        heap_init(heap_s, heap_i)
+        lut_b = np.empty((main_bytes if byte_aligned else 0, 256), dtype=np.float32)
+        lut_c = np.empty((0 if byte_aligned else d, 1 << bits), dtype=np.float32)
+        lut_s = np.empty((sign_bytes, 256), dtype=np.float32)
+        if byte_aligned:
+            build_byte_lut(y[q], centroids, bits, lut_b)
+        elif bits > 0:
+            build_coord_lut(y[q], centroids, lut_c)
+        if sign_bytes > 0:
+            build_byte_lut(y_sign[q], sign_centroids, 1, lut_s)
+        for v in range(lo, hi):
+            row = codes[v]
+            if byte_aligned:
+                s_main = byte_lut_sum(row, 0, lut_b)
+            elif bits > 0:
+                s_main = coord_lut_sum(row, bits, lut_c)
+            else:
+                s_main = np.float32(0.0)
+            s_sign = byte_lut_sum(row, main_bytes, lut_s) if sign_bytes > 0 else np.float32(0.0)
+            s = combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, is_l2)
+            if s > heap_s[0]:
+                heap_push(heap_s, heap_i, s, v + label_offset)

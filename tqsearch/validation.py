@@ -1,0 +1,73 @@
+"""Input coercion and checks shared by the public entry points.
+
+Everything the kernels receive passes through here once: converted to
+C-contiguous float32 (other float dtypes and layouts are accepted), checked
+for shape and finiteness, with errors that say how to fix the call.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["as_matrix", "check_k", "check_positive_int"]
+
+
+def as_matrix(x, d: int | None = None, *, name: str = "x") -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 matrix of shape (n, d).
+
+    Parameters
+    ----------
+    x : array_like, shape (n, d)
+        Real-valued vectors, one per row.
+    d : int, optional
+        Expected number of columns.
+    name : str
+        Argument name used in error messages.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not numeric.
+    ValueError
+        If ``x`` is not 2-D, has the wrong number of columns, or holds NaN/inf.
+    """
+    arr = np.asarray(x)
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise TypeError(
+            f"{name} must hold real numbers, got dtype {arr.dtype}; "
+            f"convert it with np.asarray({name}, dtype=np.float32)"
+        )
+    if arr.ndim != 2:
+        hint = f"; for a single vector use {name}.reshape(1, -1)" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be a 2-D array of shape (n, d), got shape {arr.shape}{hint}")
+    if d is not None and arr.shape[1] != d:
+        raise ValueError(
+            f"{name} has dimension {arr.shape[1]} but the index has dimension d={d}; "
+            f"pass vectors of shape (n, {d})"
+        )
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if out.size and not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        raise ValueError(
+            f"{name} contains NaN or infinite values (first bad row: {int(bad[0])}); "
+            "clean or drop those rows first"
+        )
+    return out
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int >= 1, or a ValueError/TypeError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {name}={value}")
+    return int(value)
+
+
+def check_k(k) -> int:
+    """Validate the number of neighbours asked for."""
+    return check_positive_int(k, "k")
