@@ -248,9 +248,7 @@ def _check_layout(f, p: str) -> dict:
                 f"{p}: attribute 'dimension' is {f.attrs['dimension']!r}, expected an integer"
             ) from None
         if dim != d:
-            raise DatasetError(
-                f"{p}: attribute 'dimension' is {dim} but 'train' has d={d}"
-            )
+            raise DatasetError(f"{p}: attribute 'dimension' is {dim} but 'train' has d={d}")
     return {"n": n, "nq": nq, "d": d, "k": int(nb.shape[1]), "distance": distance}
 
 
@@ -432,9 +430,7 @@ def write_dataset(
     if neighbors.dtype.kind not in "iu":
         raise TypeError(f"neighbors must be integer ids, got dtype {neighbors.dtype}")
     if neighbors.ndim != 2 or neighbors.shape[0] != test.shape[0]:
-        raise ValueError(
-            f"neighbors has shape {neighbors.shape}, expected ({test.shape[0]}, k)"
-        )
+        raise ValueError(f"neighbors has shape {neighbors.shape}, expected ({test.shape[0]}, k)")
     if distances.shape != neighbors.shape:
         raise ValueError(
             f"distances has shape {distances.shape}, expected {neighbors.shape} like neighbors"
@@ -507,9 +503,7 @@ _GT_MARGIN = 16
 _GT_BLOCK = 256
 
 
-def ground_truth(
-    train, test, k: int, metric: str = "angular"
-) -> tuple[np.ndarray, np.ndarray]:
+def ground_truth(train, test, k: int, metric: str = "angular") -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest train vectors of every query, in ann-benchmarks conventions.
 
     faiss (``IndexFlatIP`` / ``IndexFlatL2``; vectors normalised for angular)
@@ -635,8 +629,7 @@ def _read_matrix(path, h5_key: str) -> np.ndarray:
     if ext not in (".hdf5", ".h5", ".fvecs", ".npy"):
         shown = f"extension {ext!r}" if ext else "no extension"
         raise DatasetError(
-            f"{p}: cannot read vectors from a file with {shown} "
-            f"(expected {_VECTOR_EXTENSIONS})"
+            f"{p}: cannot read vectors from a file with {shown} (expected {_VECTOR_EXTENSIONS})"
         )
     if not os.path.exists(p):
         raise DatasetError(f"{p}: no such file")
@@ -695,38 +688,26 @@ def _read_fvecs(p: str) -> np.ndarray:
             f"{p}: not an .fvecs file (first row declares dimension {d}; expected an int32 "
             f"between 1 and {_FVECS_MAX_DIM})"
         )
+    # Every row must start with the same dimension; check the headers where
+    # rows of dimension d would start (including a final partial row's).
+    headers = raw[:: d + 1]
+    bad = np.flatnonzero(headers != d)
+    if bad.size:
+        row = int(bad[0])
+        raise DatasetError(
+            f"{p}: inconsistent .fvecs file: row {row} declares dimension {int(headers[row])} "
+            f"but row 0 declares {d} (all rows must have the same dimension)"
+        )
     row_bytes = 4 * (d + 1)
     if size % row_bytes:
-        n_full = size // row_bytes
-        dims = raw[: n_full * (d + 1)].reshape(n_full, d + 1)[:, 0] if n_full else raw[:0]
-        bad = np.flatnonzero(dims != d)
-        if bad.size:
-            raise DatasetError(_fvecs_dim_error(p, raw, d))
+        tail = size % row_bytes
         raise DatasetError(
             f"{p}: truncated .fvecs file: {size} bytes is not a whole number of "
             f"{row_bytes}-byte rows (d={d}); the last row has "
-            f"{(size % row_bytes - 4) // 4 if size % row_bytes >= 4 else 0} of {d} values"
+            f"{max(0, tail - 4) // 4} of {d} values"
         )
     rows = raw.reshape(-1, d + 1)
-    bad = np.flatnonzero(rows[:, 0] != d)
-    if bad.size:
-        raise DatasetError(_fvecs_dim_error(p, raw, d))
     return np.ascontiguousarray(rows[:, 1:].view("<f4"), dtype=np.float32)
-
-
-def _fvecs_dim_error(p: str, raw: np.ndarray, d: int) -> str:
-    # Walk the row headers to find the first row whose dimension differs.
-    pos, row = 0, 0
-    while pos < raw.size:
-        di = int(raw[pos])
-        if di != d:
-            return (
-                f"{p}: inconsistent .fvecs file: row {row} declares dimension {di} but row 0 "
-                f"declares {d} (all rows must have the same dimension)"
-            )
-        pos += d + 1
-        row += 1
-    return f"{p}: inconsistent .fvecs file: rows declare different dimensions"
 
 
 def _read_npy(p: str) -> np.ndarray:
@@ -804,8 +785,14 @@ def list_datasets() -> list[DatasetInfo]:
         dim, distance, n_train, n_test, size_mb, url = _REGISTRY[name]
         rows.append(
             DatasetInfo(
-                name, dim, DISTANCE_TO_METRIC[distance], url.format(name=name), distance,
-                n_train, n_test, size_mb,
+                name,
+                dim,
+                DISTANCE_TO_METRIC[distance],
+                url.format(name=name),
+                distance,
+                n_train,
+                n_test,
+                size_mb,
             )
         )
     return rows
@@ -902,8 +889,7 @@ def fetch_dataset(
             validate_dataset(dest)
         except DatasetError as e:
             raise DatasetError(
-                f"{e} (the cached file is not a valid dataset: delete it or fetch with "
-                f"force=True)"
+                f"{e} (the cached file is not a valid dataset: delete it or fetch with force=True)"
             ) from None
         return dest
     folder.mkdir(parents=True, exist_ok=True)
@@ -921,9 +907,7 @@ def fetch_dataset(
 
 
 def _request(url: str, start: int) -> urllib.request.Request:
-    from . import __version__
-
-    headers = {"User-Agent": f"tqsearch/{__version__}"}
+    headers = {}
     if start:
         headers["Range"] = f"bytes={start}-"
     return urllib.request.Request(url, headers=headers)
@@ -957,9 +941,7 @@ def _download(url: str, part: Path, name: str, progress) -> None:
                 start = 0
                 continue
             e.close()
-            raise DatasetError(
-                f"downloading {url} failed: HTTP {e.code} {e.reason}"
-            ) from None
+            raise DatasetError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             raise DatasetError(f"cannot download {url}: {_one_line(reason)}") from None
@@ -976,8 +958,8 @@ def _download(url: str, part: Path, name: str, progress) -> None:
                     start = 0
                     continue
                 mode = "ab"
-                expected = total if total is not None else (
-                    start + length if length is not None else None
+                expected = (
+                    total if total is not None else (start + length if length is not None else None)
                 )
             else:
                 # Fresh download, or a server that ignored the Range header.
@@ -993,16 +975,22 @@ def _copy_body(resp, part: Path, mode: str, start: int, expected, url, name, pro
     done = start
     bar = None
     callback = progress if callable(progress) else None
-    if progress is True:
+    if progress is True and expected:
         import click
 
-        label = f"{name} ({expected / 1e6:.1f} MB)" if expected else name
         bar = click.progressbar(
-            length=expected or 0, label=label, file=sys.stderr, show_eta=True, width=30
+            length=expected,
+            label=f"{name} ({expected / 1e6:.1f} MB)",
+            file=sys.stderr,
+            show_eta=True,
+            width=30,
         )
         bar.__enter__()
         if done:
             bar.update(done)
+    elif progress is True:
+        # Unknown size: no bar, one line now and one when done.
+        print(f"downloading {name} from {url} ...", file=sys.stderr, flush=True)
     try:
         with open(part, mode) as out:
             while True:
@@ -1025,6 +1013,8 @@ def _copy_body(resp, part: Path, mode: str, start: int, expected, url, name, pro
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+        elif progress is True:
+            print(f"{name}: {done / 1e6:.1f} MB", file=sys.stderr, flush=True)
     if expected is not None and done != expected:
         raise DatasetError(
             f"download of {url} interrupted after {done} of {expected} bytes; run again to resume"
