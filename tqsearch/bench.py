@@ -5,7 +5,8 @@ Protocol (one process, one machine, the same data for every method):
 * methods are interleaved: at each bit width every method is built, then every
   method is timed with one thread, then every method with all threads, so a
   change in machine load hits all of them alike;
-* build = train + add, timed; tqsearch's kernels are compiled (or loaded from
+* build = train + add, timed, with one thread for every method (configurable);
+  tqsearch's kernels are compiled (or loaded from
   numba's cache) on a small warm-up index *before* the timed builds, so
   compilation is never counted;
 * search = the first ``n_queries`` test queries in one batch, after a warm-up
@@ -97,6 +98,10 @@ class BenchConfig:
         Timed batches per method and thread count; the fastest counts.
     pq8_max_train : int
         Rows PQ x8 k-means trains on.
+    build_threads : int
+        Threads every method builds with (1 by default: build cost is then
+        the work done, not the machine's contention; FAISS's OpenMP k-means
+        slows down tenfold when its threads compete with other processes).
     quick : bool
         Leave out ``SLOW_FAMILIES``.
     """
@@ -109,6 +114,7 @@ class BenchConfig:
     n_latency: int = 200
     repeat: int = 1
     pq8_max_train: int = 20_000
+    build_threads: int = 1
     quick: bool = False
 
     def selected_families(self) -> list[str]:
@@ -172,28 +178,21 @@ class TqsearchMethod(Method):
         elif variant == "qjl":
             kwargs["qjl"] = True
         elif variant == "rerank":
-            kwargs["keep_vectors"] = True
+            kwargs["keep_vectors"] = "float32"
             self.rerank = RERANK_FACTOR
         elif variant != "default":
             raise ValueError(f"unknown tqsearch variant {variant!r}")
         params = inspect.signature(cls).parameters
-        has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        missing = [key for key in kwargs if key not in params and not has_var_kw]
+        missing = [key for key in kwargs if key not in params]
         if missing:
             raise Unavailable(f"this tqsearch has no {', '.join(missing)} option")
         self.variant = variant
         self.family = "tqsearch" if variant == "default" else f"tqsearch-{variant}"
-        self.name = {
-            "default": "tqsearch",
-            "mse": "tqsearch mse",
-            "qjl": "tqsearch qjl",
-            "rerank": f"tqsearch rerank{RERANK_FACTOR}",
-        }[variant]
+        self.name = _label(self.family, d, bits)
         try:
             self.index = cls(self.d, self.bits, **kwargs)
         except (ValueError, TypeError) as e:
             raise Unavailable(str(e)) from None
-        self._search_params = inspect.signature(self.index.search).parameters
         self._threads = None
 
     def build(self, train):
@@ -203,29 +202,15 @@ class TqsearchMethod(Method):
 
     def set_threads(self, n):
         self._threads = int(n)
-        if hasattr(self.index, "set_threads"):
-            self.index.set_threads(self._threads)
-        elif "n_threads" not in self._search_params:
-            import numba
-
-            numba.set_num_threads(min(self._threads, numba.config.NUMBA_NUM_THREADS))
+        self.index.set_threads(self._threads)  # used by add
 
     def search(self, xq, k):
-        kw = {}
-        if self.rerank is not None:
-            kw["rerank"] = self.rerank
-        if self._threads is not None and "n_threads" in self._search_params:
-            kw["n_threads"] = self._threads
-        return self.index.search(xq, k, **kw)
+        return self.index.search(xq, k, n_threads=self._threads, rerank=self.rerank)
 
     @property
     def bytes_per_vector(self):
-        size = getattr(self.index, "bytes_per_vector", None)
-        if size is None:
-            size = self.index.code_size
-            if self.variant == "rerank":
-                size += 4 * self.d  # the kept float32 vector
-        return float(size)
+        # Codes, norm and gain; plus the kept float32 vector for the rerank variant.
+        return float(self.index.code_size + self.index.raw_size)
 
     def close(self):
         self.index = None
@@ -273,14 +258,10 @@ def _normalized(x: np.ndarray) -> np.ndarray:
 
 
 def ground_truth(train: np.ndarray, queries: np.ndarray, k: int, metric: str) -> np.ndarray:
-    """Exact top-``k`` ids, int64 (nq, k), by brute force (FAISS flat index)."""
-    import faiss
+    """Exact top-``k`` ids, int64 (nq, k), by brute force (see ``datasets.ground_truth``)."""
+    from .datasets import ground_truth as exact
 
-    if metric == "cosine":
-        train, queries = _normalized(train), _normalized(queries)
-    flat = faiss.IndexFlatL2(train.shape[1]) if metric == "l2" else faiss.IndexFlatIP(train.shape[1])
-    flat.add(np.ascontiguousarray(train, dtype=np.float32))
-    return flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1]
+    return exact(train, queries, k, metric)[1].astype(np.int64)
 
 
 # ---------------------------------------------------------------------------
@@ -409,6 +390,9 @@ def run_dataset(
     log(f"[{name}] {n:,} x {d} {metric}, {nq} queries, k={k}, bits {list(config.bits)}, "
         f"threads {[c for _, c in counts]}")
     t_start = time.perf_counter()
+    # turbovec builds in this process, in rayon's global pool, whose size is
+    # read from the environment once, on first use.
+    os.environ.setdefault("RAYON_NUM_THREADS", str(config.build_threads))
     _warm_up_tqsearch(train, d, config.bits, metric, families, k, counts)
 
     rows: list[_Row] = []
@@ -429,6 +413,7 @@ def run_dataset(
             rows.append(row)
             xb = train if m.library == "tqsearch" else peer_train
             try:
+                m.set_threads(config.build_threads)
                 t0 = time.perf_counter()
                 m.build(xb)
                 row.build_s = time.perf_counter() - t0
@@ -479,6 +464,7 @@ def run_dataset(
         "threads": {label: c for label, c in counts},
         "n_latency": int(config.n_latency),
         "repeat": int(config.repeat),
+        "build_threads": int(config.build_threads),
         "wall_s": time.perf_counter() - t_start,
         "machine": _machine(),
         "protocol": __doc__.split("Protocol", 1)[1].strip(),
@@ -488,6 +474,8 @@ def run_dataset(
 
 
 def _label(family, d, bits):
+    if family == "tqsearch-rerank":
+        return f"tqsearch rerank{RERANK_FACTOR}"
     if family.startswith("tqsearch"):
         return family.replace("-", " ")
     if family == "turbovec":
@@ -538,7 +526,8 @@ def _fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
-def _table_cells(result: dict) -> tuple[list[str], list[list[str]]]:
+def _table_cells(result: dict) -> tuple[list[str], list[tuple[list[str], str]]]:
+    """Header and ``(cells, note)`` per row; failed rows have only name and bits."""
     meta = result["meta"]
     k = meta["k"]
     labels = list(meta["threads"])
@@ -549,8 +538,7 @@ def _table_cells(result: dict) -> tuple[list[str], list[list[str]]]:
     body = []
     for r in result["rows"]:
         if r["status"] != "ok":
-            body.append([r["method"], str(r["bits"]), "n/a", "", "", "", *[""] * len(labels),
-                         "", r["reason"]])
+            body.append(([r["method"], str(r["bits"])], f"n/a: {r['reason']}"))
             continue
         cells = [
             r["method"],
@@ -562,8 +550,9 @@ def _table_cells(result: dict) -> tuple[list[str], list[list[str]]]:
         ]
         cells += [_fmt(r.get(f"qps_{lab}"), ",.0f") for lab in labels]
         cells.append(_fmt(r["latency_ms"], ".3f"))
-        cells.append(_fmt(r.get(f"ratio_{labels[0]}"), ".2f"))
-        body.append(cells)
+        ratio = r.get(f"ratio_{labels[0]}")
+        cells.append("-" if ratio is None else f"{ratio:.2f}")
+        body.append((cells, r.get("notes") or ""))
     return head, body
 
 
@@ -571,20 +560,25 @@ def format_table(result: dict) -> str:
     """Aligned plain-text table of one dataset's results."""
     meta = result["meta"]
     head, body = _table_cells(result)
-    widths = [max(len(row[i]) for row in [head] + [b[: len(head)] for b in body])
-              for i in range(len(head))]
+    full = [head] + [cells for cells, _ in body if len(cells) == len(head)]
+    widths = [max(len(row[i]) for row in full) for i in range(len(head))]
+    widths[0] = max([widths[0]] + [len(cells[0]) for cells, _ in body])
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=False)))
+
     lines = [
         f"{meta['dataset']}: {meta['n_train']:,} x {meta['d']} ({meta['metric']}), "
         f"{meta['n_queries']} queries, k = {meta['k']}",
-        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))),
+        line(head),
     ]
     lines.append("-" * len(lines[-1]))
-    for row in body:
-        if row[2] == "n/a" and len(row) > len(head):
-            lines.append(f"{row[0].ljust(widths[0])}  {row[1].rjust(widths[1])}  n/a: {row[-1]}")
-            continue
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))))
+    for cells, note in body:
+        text = line(cells)
+        if note:
+            text += "  " + note
+        lines.append(text)
     return "\n".join(lines)
 
 
@@ -598,18 +592,15 @@ def to_markdown(result: dict) -> str:
         "",
         f"{meta['n_queries']} queries, k = {meta['k']}, {m['cpus']} CPU threads "
         f"({m['processor']}); faiss {m['faiss']}, turbovec {m['turbovec']}, "
-        f"tqsearch {m['tqsearch']}. nq=1 ms: median single-query latency, one thread. "
+        f"tqsearch {m['tqsearch']}. nq=1 ms: median single-query latency, one thread; "
         f"x tq: QPS relative to tqsearch at the same bits.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|",
+        "| " + " | ".join(head + ["notes"]) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|---|",
     ]
-    for row in body:
-        if row[2] == "n/a" and len(row) > len(head):
-            cells = [row[0], row[1], "n/a"] + [""] * (len(head) - 4) + [row[-1]]
-        else:
-            cells = row
-        out.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    for cells, note in body:
+        cells = cells + [""] * (len(head) - len(cells))
+        out.append("| " + " | ".join(c.replace("|", "/") for c in cells + [note]) + " |")
     return "\n".join(out)
 
 
