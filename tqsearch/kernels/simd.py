@@ -37,10 +37,6 @@ from numba.extending import intrinsic
 # 16 bytes per sub-code).
 BLOCK = 32
 
-# Steps (one step adds one byte per 16-bit lane) between flushes of the 16-bit lane
-# accumulators into 32-bit sums: 256 * 255 = 65280 < 65536.
-FLUSH_STEPS = 256
-
 _PSHUFB = {
     16: "llvm.x86.ssse3.pshuf.b.128",
     32: "llvm.x86.avx2.pshuf.b",
@@ -123,55 +119,56 @@ def _load_bytes(builder, base, offset, width):
     return builder.load(ptr, align=1)
 
 
-def _lane_sum(builder, vec32, lanes):
-    """Sum of the ``lanes`` consecutive 8-element groups of an i32 vector -> <8 x i32>."""
-    parts = [_shuffle(builder, vec32, vec32, list(range(8 * k, 8 * k + 8))) for k in range(lanes)]
-    while len(parts) > 1:
-        parts = [builder.add(parts[i], parts[i + 1]) for i in range(0, len(parts), 2)]
-    return parts[0]
+def _half_sum(builder, v):
+    """Add the upper half of a vector to its lower half (one extract and one add)."""
+    n = v.type.count
+    lo = _shuffle(builder, v, v, list(range(n // 2)))
+    hi = _shuffle(builder, v, v, list(range(n // 2, n)))
+    return builder.add(lo, hi)
 
 
-def _bytes_to_vectors(builder, r, width):
-    """Per-vector sums (<16 x i32>) of one lookup result of ``width`` bytes.
+def _lane_sum16(builder, v):
+    """Sum of the 128-bit lanes of an i16 vector -> <8 x i16> (modulo 2**16)."""
+    while v.type.count > 8:
+        v = _half_sum(builder, v)
+    return v
 
-    Byte ``2 e + j`` of every lane belongs to vector ``e + 8 j``: gathering the even
-    bytes then the odd bytes of each lane puts the 16 vectors in order.
+
+def _bytes_to_vectors(builder, r):
+    """Per-vector sums (<16 x i32>) of one 16-byte lookup result.
+
+    Byte ``2 e + j`` belongs to vector ``e + 8 j``: the even bytes then the odd bytes
+    put the 16 vectors in order.
     """
-    lanes = width // 16
     order = list(range(0, 16, 2)) + list(range(1, 16, 2))
-    acc = None
-    for k in range(lanes):
-        part = _shuffle(builder, r, r, [16 * k + i for i in order])
-        part = builder.zext(part, _vec(_i32, 16))
-        acc = part if acc is None else builder.add(acc, part)
-    return acc
+    return builder.zext(_shuffle(builder, r, r, order), _vec(_i32, 16))
 
 
-def _flush(builder, a, b, width):
-    """32-bit per-vector sums (<16 x i32>) from the 16-bit accumulator pair of one half.
+def _flush(builder, acc, width):
+    """Per-vector 32-bit sums (<32 x i32>) of the four 16-bit accumulators of one table.
 
-    ``a`` summed each lookup result viewed as 16-bit lanes (low byte + 256 * high byte,
-    modulo 2**16) and ``b`` summed the high bytes, so ``a - (b << 8)`` is the exact sum of
-    the low bytes while it stays below 2**16 (guaranteed by ``FLUSH_STEPS``).
+    ``acc = (a_low, b_low, a_high, b_high)``: ``a`` summed each lookup result viewed
+    as 16-bit lanes (low byte + 256 * high byte, modulo 2**16) and ``b`` summed the
+    high bytes. After adding the lanes together (still modulo 2**16),
+    ``a - (b << 8)`` is the exact sum of the low bytes, because that sum is below
+    2**16 (the caller bounds the number of steps between flushes).
     """
-    n16 = width // 2
-    even = builder.sub(a, builder.shl(b, _splat(_i16, n16, 8)))
-    even = _lane_sum(builder, builder.zext(even, _vec(_i32, n16)), width // 16)
-    odd = _lane_sum(builder, builder.zext(b, _vec(_i32, n16)), width // 16)
-    return _shuffle(builder, even, odd, list(range(16)))
+    halves = []
+    for a, b in (acc[0:2], acc[2:4]):
+        a = _lane_sum16(builder, a)
+        b = _lane_sum16(builder, b)
+        even = builder.sub(a, builder.shl(b, _splat(_i16, 8, 8)))
+        halves.append(_shuffle(builder, even, b, list(range(16))))
+    both = _shuffle(builder, halves[0], halves[1], list(range(32)))
+    return builder.zext(both, _vec(_i32, BLOCK))
 
 
-def _emit_step_into(builder, width, codes_base, lut_base, m, halves):
-    """Look up ``width // 16`` sub-codes starting at ``m``; return (r_low, r_high) bytes."""
-    off = builder.mul(m, ir.Constant(_i64, 16))
-    c = _load_bytes(builder, codes_base, off, width)
-    t = _load_bytes(builder, lut_base, off, width)
-    lo = builder.and_(c, _splat(_i8, width, 0x0F))
-    hi = builder.lshr(c, _splat(_i8, width, 4))
-    return _pshufb(builder, width, t, lo), _pshufb(builder, width, t, hi)
+def max_adds_between_flushes(width):
+    """Widened adds a 16-bit lane may take before a flush: lanes * adds * 255 < 2**16."""
+    return 65535 // (255 * (width // 16))
 
 
-def emit_block_scan(builder, width, codes_base, lut_bases, M, out_ptrs):
+def emit_block_scan(builder, width, codes_base, lut_bases, M, out_ptrs, group=1):
     """Emit the scan of one block of ``BLOCK`` vectors against one or more tables.
 
     Parameters
@@ -183,58 +180,82 @@ def emit_block_scan(builder, width, codes_base, lut_bases, M, out_ptrs):
     lut_bases : list of i8 pointers, one per table of ``16 * M`` bytes.
     M : i64 number of sub-codes.
     out_ptrs : list of i32 pointers (one per table), each to ``BLOCK`` sums, written.
+    group : int
+        1, 2 or 4: lookup results of ``group`` consecutive steps are added as bytes
+        before widening; exact only when ``group * max(table) <= 255``.
     """
     nq = len(lut_bases)
     k = width // 16
     n16 = width // 2
+    c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
     zero16 = ir.Constant(_vec(_i16, n16), None)
-    zero32 = ir.Constant(_vec(_i32, BLOCK), None)
-    acc32 = [cgutils.alloca_once_value(builder, zero32) for _ in range(nq)]
-    accs = [[cgutils.alloca_once(builder, _vec(_i16, n16)) for _ in range(4)] for _ in range(nq)]
+    acc32 = [
+        cgutils.alloca_once_value(builder, ir.Constant(_vec(_i32, BLOCK), None)) for _ in range(nq)
+    ]
+    accs = [[cgutils.alloca_once_value(builder, zero16) for _ in range(4)] for _ in range(nq)]
 
-    nsteps = builder.udiv(M, ir.Constant(_i64, k))
-    flush = ir.Constant(_i64, FLUSH_STEPS)
-    nchunks = builder.udiv(builder.add(nsteps, ir.Constant(_i64, FLUSH_STEPS - 1)), flush)
-    with cgutils.for_range(builder, nchunks, intp=_i64) as chunk:
-        s0 = builder.mul(chunk.index, flush)
-        s1 = builder.add(s0, flush)
-        s1 = builder.select(builder.icmp_unsigned("<", s1, nsteps), s1, nsteps)
-        for q in range(nq):
-            for p in accs[q]:
-                builder.store(zero16, p)
-        with cgutils.for_range(builder, builder.sub(s1, s0), intp=_i64) as step:
-            m = builder.mul(builder.add(s0, step.index), ir.Constant(_i64, k))
-            off = builder.mul(m, ir.Constant(_i64, 16))
+    def add_steps(m, g):
+        """Look up ``g`` steps from sub-code ``m`` on, add them as bytes, widen once."""
+        sums = [[None, None] for _ in range(nq)]
+        for i in range(g):
+            off = builder.mul(builder.add(m, c64(i * k)), c64(16))
             c = _load_bytes(builder, codes_base, off, width)
-            lo = builder.and_(c, _splat(_i8, width, 0x0F))
-            hi = builder.lshr(c, _splat(_i8, width, 4))
+            idx = (
+                builder.and_(c, _splat(_i8, width, 0x0F)),
+                builder.lshr(c, _splat(_i8, width, 4)),
+            )
             for q in range(nq):
                 t = _load_bytes(builder, lut_bases[q], off, width)
-                for half, idx in ((0, lo), (1, hi)):
-                    r = builder.bitcast(_pshufb(builder, width, t, idx), _vec(_i16, n16))
-                    pa, pb = accs[q][2 * half], accs[q][2 * half + 1]
-                    builder.store(builder.add(builder.load(pa), r), pa)
-                    r_hi = builder.lshr(r, _splat(_i16, n16, 8))
-                    builder.store(builder.add(builder.load(pb), r_hi), pb)
+                for h in range(2):
+                    r = _pshufb(builder, width, t, idx[h])
+                    sums[q][h] = r if sums[q][h] is None else builder.add(sums[q][h], r)
         for q in range(nq):
-            a0, b0, a1, b1 = (builder.load(p) for p in accs[q])
-            low = _flush(builder, a0, b0, width)
-            high = _flush(builder, a1, b1, width)
-            both = _shuffle(builder, low, high, list(range(32)))
-            builder.store(builder.add(builder.load(acc32[q]), both), acc32[q])
+            for h in range(2):
+                r = builder.bitcast(sums[q][h], _vec(_i16, n16))
+                pa, pb = accs[q][2 * h], accs[q][2 * h + 1]
+                builder.store(builder.add(builder.load(pa), r), pa)
+                r_hi = builder.lshr(r, _splat(_i16, n16, 8))
+                builder.store(builder.add(builder.load(pb), r_hi), pb)
 
-    # Remaining M % k sub-codes, one 16-byte step each.
-    done = builder.mul(nsteps, ir.Constant(_i64, k))
+    def flush():
+        for q in range(nq):
+            acc = [builder.load(p) for p in accs[q]]
+            builder.store(
+                builder.add(builder.load(acc32[q]), _flush(builder, acc, width)), acc32[q]
+            )
+            for p in accs[q]:
+                builder.store(zero16, p)
+
+    nsteps = builder.udiv(M, c64(k))
+    niters = builder.udiv(nsteps, c64(group))
+    # Steps left over by the grouping (< group) go first, each widened alone.
+    with cgutils.for_range(
+        builder, builder.sub(nsteps, builder.mul(niters, c64(group))), intp=_i64
+    ) as left:
+        add_steps(builder.mul(builder.add(builder.mul(niters, c64(group)), left.index), c64(k)), 1)
+    chunk = max_adds_between_flushes(width) - (group - 1)
+    nchunks = builder.udiv(builder.add(niters, c64(chunk - 1)), c64(chunk))
+    one = c64(1)
+    nchunks = builder.select(builder.icmp_unsigned("<", nchunks, one), one, nchunks)
+    with cgutils.for_range(builder, nchunks, intp=_i64) as ch:
+        s0 = builder.mul(ch.index, c64(chunk))
+        s1 = builder.add(s0, c64(chunk))
+        s1 = builder.select(builder.icmp_unsigned("<", s1, niters), s1, niters)
+        with cgutils.for_range(builder, builder.sub(s1, s0), intp=_i64) as it:
+            add_steps(builder.mul(builder.add(s0, it.index), c64(group * k)), group)
+        flush()
+
+    # Remaining M % k sub-codes, one 16-byte step each, widened directly.
+    done = builder.mul(nsteps, c64(k))
     with cgutils.for_range(builder, builder.sub(M, done), intp=_i64) as rest:
-        m = builder.add(done, rest.index)
-        off = builder.mul(m, ir.Constant(_i64, 16))
+        off = builder.mul(builder.add(done, rest.index), c64(16))
         c = _load_bytes(builder, codes_base, off, 16)
         lo = builder.and_(c, _splat(_i8, 16, 0x0F))
         hi = builder.lshr(c, _splat(_i8, 16, 4))
         for q in range(nq):
             t = _load_bytes(builder, lut_bases[q], off, 16)
-            low = _bytes_to_vectors(builder, _pshufb(builder, 16, t, lo), 16)
-            high = _bytes_to_vectors(builder, _pshufb(builder, 16, t, hi), 16)
+            low = _bytes_to_vectors(builder, _pshufb(builder, 16, t, lo))
+            high = _bytes_to_vectors(builder, _pshufb(builder, 16, t, hi))
             both = _shuffle(builder, low, high, list(range(32)))
             builder.store(builder.add(builder.load(acc32[q]), both), acc32[q])
 
@@ -263,27 +284,26 @@ def _check_out(ty, fname):
         and ty.layout == "C"
         and ty.ndim >= 1
     ):
-        raise TypingError(
-            f"{fname}: out must be a C-contiguous int32 or uint32 array, got {ty}"
-        )
+        raise TypingError(f"{fname}: out must be a C-contiguous int32 or uint32 array, got {ty}")
 
 
-def make_block_intrinsic(width, nq=1):
-    """Build the ``@intrinsic`` scanning one block with ``width``-byte shuffles.
+def make_block_intrinsic(width, nq=1, group=1):
+    """Build the ``@intrinsic`` scanning one block against ``nq`` tables.
 
     The returned intrinsic has the Numba signature::
 
-        f(blocked, block_index, M, luts, out, out_start) -> None
+        f(blocked, block_index, M, luts, lut_index, out, out_start, out_stride) -> None
 
-    with ``blocked`` C-contiguous uint8 (any ndim, block ``b`` at byte ``b * 16 * M``),
-    ``luts`` C-contiguous uint8 holding ``nq`` tables of ``16 * M`` bytes one after the
-    other (``(M, 16)`` when ``nq == 1``, ``(nq, M, 16)`` otherwise), and ``out``
-    C-contiguous int32/uint32: table ``q``'s 32 sums go to flat elements
-    ``out_start + q * BLOCK ...``. Nothing is bounds-checked: callers check.
+    ``blocked`` is C-contiguous uint8 (block ``b`` at byte ``b * 16 * M``); ``luts`` is
+    C-contiguous uint8 holding tables of ``16 * M`` bytes one after the other (``(M, 16)``
+    or ``(nq_total, M, 16)``), of which tables ``lut_index .. lut_index + nq - 1`` are
+    used; ``out`` is C-contiguous int32/uint32 and table ``lut_index + i`` writes its 32
+    sums to flat elements ``out_start + i * out_stride + (0 .. 31)``. Nothing is
+    bounds-checked: callers check.
     """
-    fname = f"block_scan_w{width}_q{nq}"
+    fname = f"block_scan_w{width}_q{nq}_g{group}"
 
-    def impl(typingctx, blocked, block_index, M, luts, out, out_start):
+    def impl(typingctx, blocked, block_index, M, luts, lut_index, out, out_start, out_stride):
         if not width_supported(width):
             raise TypingError(
                 f"{fname}: the compile target lacks {', '.join(_REQUIRES[width])} "
@@ -292,29 +312,44 @@ def make_block_intrinsic(width, nq=1):
         _check_u8_c(blocked, "blocked", fname)
         _check_u8_c(luts, "lut", fname)
         _check_out(out, fname)
-        for name, ty in (("block_index", block_index), ("M", M), ("out_start", out_start)):
+        ints = (
+            ("block_index", block_index),
+            ("M", M),
+            ("lut_index", lut_index),
+            ("out_start", out_start),
+            ("out_stride", out_stride),
+        )
+        for name, ty in ints:
             if not isinstance(ty, types.Integer):
                 raise TypingError(f"{fname}: {name} must be an integer, got {ty}")
-        sig = types.void(blocked, types.intp, types.intp, luts, out, types.intp)
+        sig = types.void(
+            blocked, types.intp, types.intp, luts, types.intp, out, types.intp, types.intp
+        )
 
         def codegen(context, builder, signature, args):
-            a_blocked, a_b, a_m, a_lut, a_out, a_start = args
+            a_blocked, a_b, a_m, a_lut, a_q0, a_out, a_start, a_ostride = args
             codes = context.make_array(signature.args[0])(context, builder, a_blocked)
             lut = context.make_array(signature.args[3])(context, builder, a_lut)
-            res = context.make_array(signature.args[4])(context, builder, a_out)
+            res = context.make_array(signature.args[5])(context, builder, a_out)
             stride = builder.mul(a_m, ir.Constant(_i64, 16))
             codes_base = builder.gep(
                 builder.bitcast(codes.data, _i8.as_pointer()), [builder.mul(a_b, stride)]
             )
             lut_base = builder.bitcast(lut.data, _i8.as_pointer())
-            lut_bases = [builder.gep(lut_base, [builder.mul(stride, ir.Constant(_i64, q))])
-                         for q in range(nq)]
-            out_base = builder.bitcast(res.data, _i32.as_pointer())
-            out_ptrs = [
-                builder.gep(out_base, [builder.add(a_start, ir.Constant(_i64, BLOCK * q))])
+            lut_bases = [
+                builder.gep(
+                    lut_base, [builder.mul(stride, builder.add(a_q0, ir.Constant(_i64, q)))]
+                )
                 for q in range(nq)
             ]
-            emit_block_scan(builder, width, codes_base, lut_bases, a_m, out_ptrs)
+            out_base = builder.bitcast(res.data, _i32.as_pointer())
+            out_ptrs = [
+                builder.gep(
+                    out_base, [builder.add(a_start, builder.mul(a_ostride, ir.Constant(_i64, q)))]
+                )
+                for q in range(nq)
+            ]
+            emit_block_scan(builder, width, codes_base, lut_bases, a_m, out_ptrs, group)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -323,8 +358,17 @@ def make_block_intrinsic(width, nq=1):
     return intrinsic(impl)
 
 
-block_scan_w16 = make_block_intrinsic(16)
-block_scan_w32 = make_block_intrinsic(32)
-block_scan_w64 = make_block_intrinsic(64)
-block_scan_w32_q2 = make_block_intrinsic(32, nq=2)
-block_scan_w64_q4 = make_block_intrinsic(64, nq=4)
+# One intrinsic per (width, group); ``group`` steps are added as bytes before widening.
+block_scan_avx2_g1 = make_block_intrinsic(32, group=1)
+block_scan_avx2_g2 = make_block_intrinsic(32, group=2)
+block_scan_avx2_g4 = make_block_intrinsic(32, group=4)
+block_scan_avx512_g1 = make_block_intrinsic(64, group=1)
+block_scan_avx512_g2 = make_block_intrinsic(64, group=2)
+block_scan_avx512_g4 = make_block_intrinsic(64, group=4)
+# Two tables per pass over a block: the code loads and nibble splits are shared.
+block_scan_avx2_q2_g1 = make_block_intrinsic(32, nq=2, group=1)
+block_scan_avx2_q2_g2 = make_block_intrinsic(32, nq=2, group=2)
+block_scan_avx2_q2_g4 = make_block_intrinsic(32, nq=2, group=4)
+block_scan_avx512_q2_g1 = make_block_intrinsic(64, nq=2, group=1)
+block_scan_avx512_q2_g2 = make_block_intrinsic(64, nq=2, group=2)
+block_scan_avx512_q2_g4 = make_block_intrinsic(64, nq=2, group=4)

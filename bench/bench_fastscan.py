@@ -1,0 +1,146 @@
+"""Micro-benchmark: blocked 4-bit fast scan vs FAISS ``PQ{M}x4fs``, one thread.
+
+For each (n, M): random sub-codes packed with ``pack_blocked`` and random ``uint8``
+tables; ``scan_blocked`` is timed per variant for one query (median of ``--reps``
+calls) with full-range 8-bit tables (entries up to 255) and 6-bit tables (up to 63,
+which lets the kernels add four lookups as bytes before widening), and
+``scan_blocked_multi`` for a batch of tables (time per query). FAISS's
+``IndexPQFastScan`` (d = M, so the codes have the same bytes: M / 2 per vector) is
+trained on random data and searched with k = 10, one query at a time (median latency)
+and with a batch of ``--batch`` queries (time per query).
+
+FAISS's numbers are a full search (tables, scan, top-k); ours are the scan alone,
+which is what the index builds on. Codes/s = vectors scored per second per core.
+
+Usage::
+
+    python bench/bench_fastscan.py                 # n = 100k, 200k; M = 32, 64, 128, 384
+    python bench/bench_fastscan.py --n 100000 --M 64 --reps 50 --no-faiss
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from tqsearch.kernels import fastscan  # noqa: E402
+
+
+def median_time(fn, reps, budget_s=2.0):
+    """Median wall time of ``fn()`` over ``reps`` calls (fewer if one call is slow)."""
+    fn()
+    t = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t
+    reps = max(3, min(reps, int(budget_s / max(one, 1e-9))))
+    times = np.empty(reps)
+    for i in range(reps):
+        t = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - t
+    return float(np.median(times))
+
+
+def bench_ours(n, M, reps, batch, rng):
+    nibbles = rng.integers(0, 16, (n, M), dtype=np.uint8)
+    blocked = fastscan.pack_blocked(nibbles)
+    lut8 = rng.integers(0, 256, (M, 16), dtype=np.uint8)
+    lut8[0, 0] = 255
+    lut6 = (lut8 >> 2).astype(np.uint8)
+    luts = rng.integers(0, 256, (batch, M, 16), dtype=np.uint8)
+    out = np.empty(fastscan.n_blocks(n) * fastscan.BLOCK, dtype=np.int32)
+    outs = np.empty((batch, out.shape[0]), dtype=np.int32)
+    rows = {}
+    for variant in fastscan.available_variants():
+        _, scan, _, scan_multi = fastscan.kernels(variant)
+        t8 = median_time(lambda: scan(blocked, n, M, lut8, out), reps)  # noqa: B023
+        t6 = median_time(lambda: scan(blocked, n, M, lut6, out), reps)  # noqa: B023
+        nb = batch if variant != "portable" else min(batch, 4)
+        tb = (
+            median_time(
+                lambda: scan_multi(blocked, n, M, luts[:nb], outs[:nb]),  # noqa: B023
+                3,
+            )
+            / nb
+        )
+        rows[variant] = (t8, t6, tb)
+    return rows
+
+
+def bench_faiss(n, M, reps, batch, rng):
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    d = M
+    xb = rng.standard_normal((n, d)).astype(np.float32)
+    xq = rng.standard_normal((max(batch, reps), d)).astype(np.float32)
+    index = faiss.index_factory(d, f"PQ{M}x4fs")
+    index.train(xb[: min(n, 20_000)])
+    index.add(xb)
+    index.search(xq[:8], 10)
+    one = [0]
+
+    def single():
+        i = one[0] % xq.shape[0]
+        one[0] += 1
+        index.search(xq[i : i + 1], 10)
+
+    t1 = median_time(single, reps)
+    t = time.perf_counter()
+    index.search(xq[:batch], 10)
+    tb = (time.perf_counter() - t) / batch
+    return t1, tb
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", default="100000,200000", help="comma-separated database sizes")
+    p.add_argument("--M", default="32,64,128,384", help="comma-separated sub-code counts")
+    p.add_argument("--reps", type=int, default=200, help="single-query calls to time")
+    p.add_argument("--batch", type=int, default=1000, help="queries in a batch")
+    p.add_argument("--no-faiss", action="store_true", help="skip the FAISS baseline")
+    args = p.parse_args(argv)
+    ns = [int(v) for v in args.n.split(",")]
+    Ms = [int(v) for v in args.M.split(",")]
+    rng = np.random.default_rng(0)
+
+    print(f"variants: {fastscan.available_variants()} (default {fastscan.VARIANT}); one thread")
+    print("times in microseconds; 'batch' = time per query in a batch; Mcodes/s from nq=1, 8-bit")
+    hdr = (
+        f"{'n':>7} {'M':>4} {'method':<13} {'nq=1 8bit':>10} {'nq=1 6bit':>10} "
+        f"{'batch/q':>9} {'Mcodes/s':>9} {'vs faiss nq=1':>14} {'vs faiss batch':>15}"
+    )
+    print(hdr)
+    print("-" * len(hdr))
+    for n in ns:
+        for M in Ms:
+            faiss_t = None
+            if not args.no_faiss:
+                faiss_t = bench_faiss(n, M, args.reps, args.batch, rng)
+            rows = bench_ours(n, M, args.reps, min(args.batch, 64), rng)
+            for variant, (t8, t6, tb) in rows.items():
+                r1 = f"{faiss_t[0] / t8:13.2f}x" if faiss_t else ""
+                rb = f"{faiss_t[1] / tb:14.2f}x" if faiss_t else ""
+                print(
+                    f"{n:>7} {M:>4} {'tq ' + variant:<13} {t8 * 1e6:10.1f} {t6 * 1e6:10.1f} "
+                    f"{tb * 1e6:9.1f} {n / t8 / 1e6:9.0f} {r1} {rb}"
+                )
+            if faiss_t:
+                print(
+                    f"{n:>7} {M:>4} {'faiss PQx4fs':<13} {faiss_t[0] * 1e6:10.1f} {'':>10} "
+                    f"{faiss_t[1] * 1e6:9.1f} {n / faiss_t[0] / 1e6:9.0f}"
+                )
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

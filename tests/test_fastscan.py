@@ -1,0 +1,272 @@
+"""Blocked 4-bit fast scan: layout, and every SIMD variant against a NumPy reference."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numba import njit
+from numba.core.errors import TypingError
+
+from tqsearch.kernels import fastscan, simd
+from tqsearch.kernels.fastscan import BLOCK, lut_group, nibble_at, scan_block
+
+VARIANTS = fastscan.VARIANTS
+AVAILABLE = fastscan.available_variants()
+
+
+def reference_sums(lut, nibbles):
+    """S(v) = sum_m lut[m, nibbles[v, m]] in int64."""
+    M = nibbles.shape[1]
+    return lut[np.arange(M), nibbles].astype(np.int64).sum(axis=1)
+
+
+def need(variant):
+    if variant not in AVAILABLE:
+        pytest.skip(f"this CPU cannot run the {variant} variant")
+    return fastscan.kernels(variant)
+
+
+def random_case(n, M, top, seed, nq=1):
+    rng = np.random.default_rng(seed)
+    nibbles = rng.integers(0, 16, (n, M), dtype=np.uint8)
+    luts = rng.integers(0, top + 1, (nq, M, 16), dtype=np.uint8)
+    luts[:, 0, 0] = top  # the group choice sees the stated maximum
+    return nibbles, luts
+
+
+# ---------------------------------------------------------------------------------
+# Layout
+# ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, M", [(0, 3), (1, 1), (31, 2), (32, 4), (33, 7), (100, 16)])
+def test_pack_unpack_roundtrip(n, M):
+    nibbles, _ = random_case(n, M, 255, seed=n + M)
+    blocked = fastscan.pack_blocked(nibbles)
+    assert blocked.dtype == np.uint8 and blocked.flags.c_contiguous
+    assert blocked.shape == (fastscan.n_blocks(n), 16 * M)
+    assert blocked.nbytes == fastscan.n_blocks(n) * M * BLOCK // 2
+    np.testing.assert_array_equal(fastscan.unpack_blocked(blocked, n, M), nibbles)
+
+
+def test_layout_is_the_documented_one():
+    n, M = 70, 3
+    nibbles, _ = random_case(n, M, 255, seed=1)
+    blocked = fastscan.pack_blocked(nibbles)
+    v = np.arange(n)[:, None]
+    m = np.arange(M)[None, :]
+    r = v % 32
+    byte = blocked[v // 32, 16 * m + 2 * (r % 8) + (r // 8) % 2]
+    np.testing.assert_array_equal((byte >> (4 * (r // 16))) & 15, nibbles)
+    # padding vectors of the last block are code 0
+    full = fastscan.unpack_blocked(blocked, blocked.shape[0] * 32, M)
+    assert not full[n:].any()
+
+
+def test_append_blocked_equals_packing_everything():
+    nibbles, _ = random_case(150, 5, 255, seed=2)
+    for split in (0, 40, 64, 149):
+        head = fastscan.pack_blocked(nibbles[:split])
+        both = fastscan.append_blocked(head, split, nibbles[split:])
+        np.testing.assert_array_equal(both, fastscan.pack_blocked(nibbles))
+
+
+@njit(cache=True)
+def _all_nibbles(blocked, n, M):
+    out = np.empty((n, M), dtype=np.uint8)
+    for v in range(n):
+        for m in range(M):
+            out[v, m] = nibble_at(blocked, M, v, m)
+    return out
+
+
+def test_nibble_at_reads_every_subcode():
+    nibbles, _ = random_case(77, 9, 255, seed=3)
+    blocked = fastscan.pack_blocked(nibbles)
+    np.testing.assert_array_equal(_all_nibbles(blocked, 77, 9), nibbles)
+
+
+def test_pack_rejects_bad_input():
+    with pytest.raises(TypeError, match="astype"):
+        fastscan.pack_blocked(np.zeros((4, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="0..15"):
+        fastscan.pack_blocked(np.full((4, 2), 16, dtype=np.uint8))
+    with pytest.raises(ValueError, match="2-D"):
+        fastscan.pack_blocked(np.zeros(4, dtype=np.uint8))
+    with pytest.raises(ValueError, match="16 \\* M"):
+        fastscan.unpack_blocked(np.zeros((1, 32), dtype=np.uint8), 10, 3)
+
+
+def test_lut_group():
+    lut = np.zeros((3, 16), dtype=np.uint8)
+    for top, group in ((0, 4), (63, 4), (64, 2), (127, 2), (128, 1), (255, 1)):
+        lut[1, 7] = top
+        assert lut_group(lut) == group
+
+
+# ---------------------------------------------------------------------------------
+# Scanners: every variant against the reference
+# ---------------------------------------------------------------------------------
+
+CASES = [
+    # (n, M, largest table entry): partial blocks, M = 1, odd M, M not a multiple of
+    # 4 (the 64-byte kernel's step), the three byte-grouping levels.
+    (1, 1, 255),
+    (31, 1, 63),
+    (33, 3, 255),
+    (64, 2, 127),
+    (100, 5, 63),
+    (257, 16, 255),
+    (300, 37, 127),
+    (96, 64, 63),
+    (65, 133, 255),
+]
+# Largest tables at the top entry: overflow checks across many 16-bit flushes.
+OVERFLOW_CASES = [(40, 1536, 255), (33, 4096, 255), (33, 4096, 127), (33, 4096, 63)]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("n, M, top", CASES + OVERFLOW_CASES)
+def test_scan_blocked_matches_reference(variant, n, M, top):
+    _, scan_blocked, _, _ = need(variant)
+    nibbles, luts = random_case(n, M, top, seed=7 * n + M)
+    if M >= 1536:
+        luts[:] = top
+    lut = luts[0]
+    blocked = fastscan.pack_blocked(nibbles)
+    expected = reference_sums(lut, nibbles)
+    out = np.full(n, -1, dtype=np.int32)  # exact length: the last block goes via a copy
+    scan_blocked(blocked, n, M, lut, out)
+    np.testing.assert_array_equal(out, expected)
+    padded = np.zeros(fastscan.n_blocks(n) * BLOCK, dtype=np.int32)
+    scan_blocked(blocked, n, M, lut, padded)
+    np.testing.assert_array_equal(padded[:n], expected)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("n, M, top", CASES[2::2] + OVERFLOW_CASES[:1])
+def test_scan_block_and_multi_match_reference(variant, n, M, top):
+    scan_block_v, _, scan_block_multi, scan_blocked_multi = need(variant)
+    nibbles, luts = random_case(n, M, top, seed=n * M, nq=3)  # a pair and a single
+    if M >= 1536:
+        luts[:] = top
+    blocked = fastscan.pack_blocked(nibbles)
+    nb = blocked.shape[0]
+    expected = np.stack([reference_sums(lut, nibbles) for lut in luts])
+    pad = np.zeros(nb * BLOCK - n, dtype=np.int64)
+    padded_expected = [
+        np.concatenate([e, pad + lut[:, 0].astype(np.int64).sum()])
+        for e, lut in zip(expected, luts, strict=True)
+    ]  # padding vectors are code 0
+
+    out = np.zeros((3, n), dtype=np.int32)
+    scan_blocked_multi(blocked, n, M, luts, out)
+    np.testing.assert_array_equal(out, expected)
+
+    out32 = np.zeros(BLOCK, dtype=np.int32)
+    outq = np.zeros((3, BLOCK), dtype=np.int32)
+    group = fastscan.luts_group(luts)
+    for b in range(nb):
+        scan_block_v(blocked, b, M, luts[0], out32, lut_group(luts[0]))
+        np.testing.assert_array_equal(out32, padded_expected[0][b * 32 : (b + 1) * 32])
+        scan_block_multi(blocked, b, M, luts, outq, group)
+        for q in range(3):
+            np.testing.assert_array_equal(outq[q], padded_expected[q][b * 32 : (b + 1) * 32])
+
+
+def test_uint32_output():
+    # one variant only: each output dtype is one more compilation
+    nibbles, luts = random_case(50, 6, 255, seed=5)
+    out = np.zeros(50, dtype=np.uint32)
+    fastscan.scan_blocked(fastscan.pack_blocked(nibbles), 50, 6, luts[0], out)
+    np.testing.assert_array_equal(out, reference_sums(luts[0], nibbles))
+
+
+def test_scanners_reject_mismatched_shapes():
+    nibbles, luts = random_case(40, 4, 255, seed=6)
+    blocked = fastscan.pack_blocked(nibbles)
+    with pytest.raises(ValueError, match="lut must have shape"):
+        fastscan.scan_blocked(blocked, 40, 4, np.zeros((5, 16), np.uint8), np.zeros(40, np.int32))
+    with pytest.raises(ValueError, match="16 \\* M"):
+        fastscan.scan_blocked(blocked, 40, 3, luts[0, :3], np.zeros(40, np.int32))
+    with pytest.raises(ValueError, match="out must hold"):
+        fastscan.scan_blocked(blocked, 40, 4, luts[0], np.zeros(39, np.int32))
+    with pytest.raises(ValueError, match="n exceeds"):
+        fastscan.scan_blocked(blocked, 65, 4, luts[0], np.zeros(65, np.int32))
+    with pytest.raises(IndexError):
+        scan_block(blocked, 2, 4, luts[0], np.zeros(32, np.int32))
+
+
+# ---------------------------------------------------------------------------------
+# Use from other kernels, code generation, variant choice
+# ---------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _best_by_blocks(blocked, n, M, lut):
+    """A fused loop as the index writes it: scan block by block, keep the best."""
+    sums = np.empty(BLOCK, dtype=np.int32)
+    group = lut_group(lut)
+    best, arg = -1, -1
+    for b in range(blocked.shape[0]):
+        scan_block(blocked, b, M, lut, sums, group)
+        for r in range(min(BLOCK, n - b * BLOCK)):
+            if sums[r] > best:
+                best, arg = sums[r], b * BLOCK + r
+    # exact re-score of the winner straight from the blocked layout
+    exact = 0
+    for m in range(M):
+        exact += lut[m, nibble_at(blocked, M, arg, m)]
+    return best, arg, exact
+
+
+def test_scan_block_is_callable_from_a_cached_kernel():
+    nibbles, luts = random_case(1000, 24, 255, seed=8)
+    expected = reference_sums(luts[0], nibbles)
+    best, arg, exact = _best_by_blocks(fastscan.pack_blocked(nibbles), 1000, 24, luts[0])
+    assert (best, arg, exact) == (expected.max(), expected.argmax(), expected.max())
+
+
+@pytest.mark.parametrize("variant, register", [("avx2", "ymm"), ("avx512", "zmm")])
+def test_simd_variants_emit_vpshufb(variant, register):
+    need(variant)
+    fresh = njit(getattr(fastscan, f"scan_block_{variant}").py_func)  # uncached: asm available
+    nibbles, luts = random_case(32, 8, 255, seed=9)
+    fresh(fastscan.pack_blocked(nibbles), 0, 8, luts[0], np.zeros(32, np.int32), 1)
+    asm = fresh.inspect_asm(fresh.signatures[0])
+    assert f"vpshufb\t%{register}" in asm
+
+
+def test_intrinsics_refuse_a_target_without_the_instructions(monkeypatch):
+    monkeypatch.setattr(simd, "target_features", lambda: set())
+    assert fastscan.available_variants() == ("portable",)
+
+    @njit
+    def call(blocked, lut, out):
+        simd.block_scan_avx2_g1(blocked, 0, 1, lut, 0, out, 0, 32)
+
+    # 1-D codes: argument types no other test uses, so the typing is not cached
+    with pytest.raises(TypingError, match="lacks avx2"):
+        call(np.zeros(16, np.uint8), np.zeros(16, np.uint8), np.zeros(32, np.int32))
+
+
+@pytest.mark.parametrize("forced", ["portable", "avx2", "bogus"])
+def test_env_var_forces_the_variant(forced):
+    if forced == "avx2":
+        need("avx2")
+    env = dict(os.environ, TQSEARCH_SIMD=forced)
+    code = (
+        "import warnings; warnings.simplefilter('error');\n"
+        "try:\n from tqsearch.kernels import fastscan as f; print(f.VARIANT, f.scan_blocked is"
+        " f.kernels(f.VARIANT)[1])\nexcept UserWarning as w: print('warned', w)"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True
+    )
+    if forced == "bogus":
+        assert res.stdout.startswith("warned")
+    else:
+        assert res.stdout.split() == [forced, "True"]

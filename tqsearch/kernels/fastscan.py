@@ -1,0 +1,631 @@
+"""Fast scan of 4-bit sub-codes with 8-bit lookup tables, in a blocked, transposed layout.
+
+A vector's code is a sequence of ``M`` sub-codes of 4 bits (nibbles). For one query a
+``uint8`` table ``lut`` of shape ``(M, 16)`` gives each sub-code value's contribution,
+and the scanner returns, for every vector ``v``, the integer sum
+
+    S(v) = sum_m lut[m, code_m(v)]
+
+Layout (``BLOCK = 32`` vectors per block)
+-----------------------------------------
+``blocked`` is ``uint8`` of shape ``(nblocks, 16 * M)`` with ``nblocks = ceil(n / 32)``,
+C-contiguous: ``M * 32 / 2`` bytes per block, the same bytes as packed nibbles (only the
+last block is padded, with code 0). Vector ``v`` lives in block ``v // 32`` at position
+``r = v % 32``. Inside a block, sub-code ``m`` owns the 16 bytes
+``blocked[b, 16 * m : 16 * m + 16]``, and
+
+    byte p = 2 * e + j   (e in 0..7, j in 0..1)
+        low nibble  (bits 0-3) = code_m of position r = e + 8 * j
+        high nibble (bits 4-7) = code_m of position r = e + 8 * j + 16
+
+so position ``r`` is at byte ``2 * (r % 8) + (r // 8) % 2``, in the high nibble iff
+``r >= 16``. Why this order: a 16-byte load of sub-code ``m`` is one byte-shuffle index
+vector whose table is row ``m`` of ``lut`` (and a 32- or 64-byte load covers sub-codes
+``m .. m + 1`` or ``m .. m + 3``, matching rows of the C-contiguous ``lut``); after the
+lookup, the even bytes of each 16-bit lane are positions 0..7 and the odd bytes positions
+8..15, which is the order the 16-bit accumulators come out in.
+
+Variants
+--------
+``portable`` (plain Numba, any CPU), ``avx2`` (32-byte ``vpshufb``) and ``avx512``
+(64-byte ``vpshufb``, needs AVX-512BW); all return identical integers. The best
+available one is chosen at import; ``TQSEARCH_SIMD=portable|avx2|avx512|auto`` forces a
+choice. Every variant has its own functions (``scan_block_avx2``, ...), and
+``scan_block`` / ``scan_blocked`` are the chosen variant's. Kernels that call them and
+are cached by Numba keep the variant they were compiled with: clear their cache after
+changing ``TQSEARCH_SIMD``.
+
+Exactness: sums are accumulated in 16-bit lanes, flushed to 32-bit before they can
+overflow, so any ``uint8`` table and any ``M`` < 2**23 give exact ``int32`` sums. With
+``group`` = 2 or 4, lookups of 2 or 4 sub-code groups are added as bytes before
+widening, which is exact (and faster) when ``group * lut.max() <= 255``;
+:func:`lut_group` picks it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from numba import njit
+
+from . import simd
+
+BLOCK = simd.BLOCK
+
+VARIANTS = ("portable", "avx2", "avx512")
+_WIDTH = {"avx2": 32, "avx512": 64}
+
+
+def available_variants():
+    """Variants this CPU (Numba's compile target) can run, slowest first.
+
+    Returns
+    -------
+    tuple of str
+        A subset of ``("portable", "avx2", "avx512")``; ``"portable"`` always.
+    """
+    feats = simd.target_features()
+    return tuple(v for v in VARIANTS if v == "portable" or simd.width_supported(_WIDTH[v], feats))
+
+
+def _choose_variant():
+    avail = available_variants()
+    want = os.environ.get("TQSEARCH_SIMD", "auto").strip().lower() or "auto"
+    if want == "auto":
+        return avail[-1]
+    if want not in VARIANTS:
+        warnings.warn(
+            f"TQSEARCH_SIMD={want!r} is not one of {VARIANTS + ('auto',)}; using {avail[-1]!r}",
+            stacklevel=2,
+        )
+        return avail[-1]
+    if want not in avail:
+        fallback = [v for v in avail if VARIANTS.index(v) < VARIANTS.index(want)][-1]
+        warnings.warn(
+            f"TQSEARCH_SIMD={want!r} is not supported by this CPU; using {fallback!r}",
+            stacklevel=2,
+        )
+        return fallback
+    return want
+
+
+#: The variant behind :func:`scan_block` and :func:`scan_blocked` in this process.
+VARIANT = _choose_variant()
+
+
+# ---------------------------------------------------------------------------------
+# Layout: packing and single-nibble access
+# ---------------------------------------------------------------------------------
+
+
+def n_blocks(n):
+    """Number of blocks holding ``n`` vectors: ``ceil(n / BLOCK)``."""
+    return -(-int(n) // BLOCK)
+
+
+def pack_blocked(nibbles):
+    """Pack sub-codes into the blocked layout.
+
+    Parameters
+    ----------
+    nibbles : uint8 (n, M)
+        Sub-codes, values 0..15.
+
+    Returns
+    -------
+    blocked : uint8 (ceil(n / 32), 16 * M), C-contiguous
+        See the module docstring; padding vectors have code 0.
+    """
+    nibbles = np.asarray(nibbles)
+    if nibbles.ndim != 2:
+        raise ValueError(f"nibbles must be 2-D (n, M), got shape {nibbles.shape}")
+    if nibbles.dtype != np.uint8:
+        raise TypeError(f"nibbles must be uint8, got {nibbles.dtype}; use nibbles.astype(np.uint8)")
+    n, M = nibbles.shape
+    if M < 1:
+        raise ValueError("nibbles must have at least one sub-code (M >= 1)")
+    if n and int(nibbles.max()) > 15:
+        raise ValueError("nibbles must hold 4-bit values (0..15)")
+    nb = n_blocks(n)
+    padded = np.zeros((nb * BLOCK, M), dtype=np.uint8)
+    padded[:n] = nibbles
+    # (block, high nibble?, j, e, m) -> byte (block, m, e, j)
+    x = padded.reshape(nb, 2, 2, 8, M)
+    byte = x[:, 0] | (x[:, 1] << 4)
+    return np.ascontiguousarray(byte.transpose(0, 3, 2, 1)).reshape(nb, 16 * M)
+
+
+def unpack_blocked(blocked, n, M):
+    """Inverse of :func:`pack_blocked`.
+
+    Parameters
+    ----------
+    blocked : uint8 (nblocks, 16 * M)
+    n : int
+        Number of vectors, ``<= 32 * nblocks``.
+    M : int
+        Sub-codes per vector.
+
+    Returns
+    -------
+    nibbles : uint8 (n, M)
+    """
+    blocked = _check_blocked(blocked, n, M)
+    nb = blocked.shape[0]
+    byte = blocked.reshape(nb, M, 8, 2).transpose(0, 3, 2, 1)  # (block, j, e, m)
+    x = np.stack([byte & 0x0F, byte >> 4], axis=1)  # (block, high?, j, e, m)
+    return np.ascontiguousarray(x.reshape(nb * BLOCK, M)[:n])
+
+
+def append_blocked(blocked, n, nibbles):
+    """Blocked codes of ``n`` vectors followed by ``nibbles``; re-packs only the last block.
+
+    Parameters
+    ----------
+    blocked : uint8 (ceil(n / 32), 16 * M)
+    n : int
+        Vectors already in ``blocked``.
+    nibbles : uint8 (n_new, M)
+
+    Returns
+    -------
+    uint8 (ceil((n + n_new) / 32), 16 * M), a new array.
+    """
+    nibbles = np.asarray(nibbles)
+    if nibbles.ndim != 2:
+        raise ValueError(f"nibbles must be 2-D (n, M), got shape {nibbles.shape}")
+    M = nibbles.shape[1]
+    blocked = _check_blocked(blocked, n, M)
+    keep = n // BLOCK
+    tail = unpack_blocked(blocked[keep:], n - keep * BLOCK, M)
+    new = pack_blocked(np.concatenate([tail, nibbles.astype(np.uint8, copy=False)]))
+    return np.concatenate([blocked[:keep], new]) if keep else new
+
+
+def _check_blocked(blocked, n, M):
+    if not isinstance(blocked, np.ndarray) or blocked.dtype != np.uint8 or blocked.ndim != 2:
+        raise TypeError("blocked must be a 2-D uint8 array from pack_blocked()")
+    if blocked.shape[1] != 16 * M:
+        raise ValueError(
+            f"blocked has {blocked.shape[1]} bytes per block, expected 16 * M = {16 * M}"
+        )
+    if n < 0 or n > blocked.shape[0] * BLOCK:
+        raise ValueError(f"n = {n} does not fit {blocked.shape[0]} blocks of {BLOCK}")
+    return np.ascontiguousarray(blocked)
+
+
+@njit(inline="always", cache=True)
+def nibble_at(blocked, M, v, m):
+    """Sub-code ``m`` of vector ``v``, read from the blocked layout.
+
+    Parameters
+    ----------
+    blocked : uint8 (nblocks, 16 * M)
+    M : int
+        Sub-codes per vector (kept for symmetry with the scanners; the row length of
+        ``blocked`` already encodes it).
+    v, m : int
+        Vector and sub-code index; not bounds-checked beyond Numba's own indexing.
+
+    Returns
+    -------
+    int, 0..15
+    """
+    r = v & (BLOCK - 1)
+    p = 2 * (r & 7) + ((r >> 3) & 1)
+    byte = blocked[v // BLOCK, 16 * m + p]
+    return (byte >> (4 * (r >> 4))) & 15
+
+
+@njit(cache=True)
+def lut_group(lut):
+    """Largest ``group`` in (1, 2, 4) with ``group * lut.max() <= 255``.
+
+    Parameters
+    ----------
+    lut : uint8 (M, 16)
+
+    Returns
+    -------
+    int
+    """
+    mx = 0
+    for m in range(lut.shape[0]):
+        for c in range(lut.shape[1]):
+            if lut[m, c] > mx:
+                mx = lut[m, c]
+    if mx <= 63:
+        return 4
+    if mx <= 127:
+        return 2
+    return 1
+
+
+# ---------------------------------------------------------------------------------
+# Argument checks shared by the scanners (compiled into them)
+# ---------------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _check_tables(blocked, M, lut):
+    if M < 1:
+        raise ValueError("M must be >= 1")
+    if blocked.shape[1] != 16 * M:
+        raise ValueError("blocked must have 16 * M bytes per block (shape (nblocks, 16 * M))")
+    if lut.shape[0] != M or lut.shape[1] != 16:
+        raise ValueError("lut must have shape (M, 16)")
+
+
+@njit(inline="always", cache=True)
+def _check_block_call(blocked, block_index, M, lut, out):
+    _check_tables(blocked, M, lut)
+    if block_index < 0 or block_index >= blocked.shape[0]:
+        raise IndexError("block_index out of range")
+    if out.shape[0] < BLOCK:
+        raise ValueError("out must hold at least BLOCK (32) sums")
+
+
+@njit(inline="always", cache=True)
+def _check_scan_call(blocked, n, M, lut, out):
+    _check_tables(blocked, M, lut)
+    nb = (n + BLOCK - 1) // BLOCK
+    if n < 0 or nb > blocked.shape[0]:
+        raise ValueError("n exceeds the vectors held by blocked (32 per block)")
+    if out.shape[0] < n:
+        raise ValueError("out must hold at least n sums")
+    return nb
+
+
+@njit(inline="always", cache=True)
+def _check_multi_call(blocked, n, M, luts, out):
+    if M < 1:
+        raise ValueError("M must be >= 1")
+    if blocked.shape[1] != 16 * M:
+        raise ValueError("blocked must have 16 * M bytes per block (shape (nblocks, 16 * M))")
+    if luts.shape[1] != M or luts.shape[2] != 16:
+        raise ValueError("luts must have shape (nq, M, 16)")
+    if out.shape[0] != luts.shape[0]:
+        raise ValueError("out must have one row per table: shape (nq, >= n)")
+    nb = (n + BLOCK - 1) // BLOCK
+    if n < 0 or nb > blocked.shape[0]:
+        raise ValueError("n exceeds the vectors held by blocked (32 per block)")
+    if out.shape[1] < n:
+        raise ValueError("out rows must hold at least n sums")
+    return nb
+
+
+@njit(inline="always", cache=True)
+def _check_block_multi_call(blocked, block_index, M, luts, out):
+    if M < 1:
+        raise ValueError("M must be >= 1")
+    if blocked.shape[1] != 16 * M:
+        raise ValueError("blocked must have 16 * M bytes per block (shape (nblocks, 16 * M))")
+    if luts.shape[1] != M or luts.shape[2] != 16:
+        raise ValueError("luts must have shape (nq, M, 16)")
+    if out.shape[0] != luts.shape[0] or out.shape[1] < BLOCK:
+        raise ValueError("out must have shape (nq, >= 32)")
+    if block_index < 0 or block_index >= blocked.shape[0]:
+        raise IndexError("block_index out of range")
+
+
+@njit(cache=True)
+def luts_group(luts):
+    """:func:`lut_group` for a stack of tables ``uint8 (nq, M, 16)`` (one group for all)."""
+    return lut_group(luts.reshape(luts.shape[0] * luts.shape[1], luts.shape[2]))
+
+
+# Queries whose tables are scanned together per block in the batch scanners, so the
+# block's codes are read from memory once per chunk and then hit L1.
+QUERY_CHUNK = 8
+
+
+# ---------------------------------------------------------------------------------
+# portable
+# ---------------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _block_portable(blocked, b, M, luts, q, out, start):
+    """Sums of block ``b`` for table ``luts[q]`` into flat ``out[start : start + 32]``."""
+    for p in range(16):
+        lo = 0
+        hi = 0
+        for m in range(M):
+            byte = blocked[b, 16 * m + p]
+            lo += luts[q, m, byte & 15]
+            hi += luts[q, m, byte >> 4]
+        r = (p >> 1) + 8 * (p & 1)
+        out[start + r] = lo
+        out[start + r + 16] = hi
+
+
+@njit(cache=True)
+def scan_block_portable(blocked, block_index, M, lut, out, group=1):
+    """:func:`scan_block` in plain Numba (``group`` is accepted and ignored)."""
+    _check_block_call(blocked, block_index, M, lut, out)
+    _block_portable(blocked, block_index, M, lut.reshape(1, M, 16), 0, out, 0)
+
+
+@njit(cache=True)
+def scan_blocked_portable(blocked, n, M, lut, out):
+    """:func:`scan_blocked` in plain Numba."""
+    nb = _check_scan_call(blocked, n, M, lut, out)
+    luts = lut.reshape(1, M, 16)
+    full = nb if out.shape[0] >= nb * BLOCK else nb - 1
+    for b in range(full):
+        _block_portable(blocked, b, M, luts, 0, out, b * BLOCK)
+    if full < nb:
+        tmp = np.empty(BLOCK, dtype=out.dtype)
+        _block_portable(blocked, full, M, luts, 0, tmp, 0)
+        for r in range(n - full * BLOCK):
+            out[full * BLOCK + r] = tmp[r]
+
+
+@njit(cache=True)
+def scan_block_multi_portable(blocked, block_index, M, luts, out, group=1):
+    """:func:`scan_block_multi` in plain Numba."""
+    _check_block_multi_call(blocked, block_index, M, luts, out)
+    flat = out.reshape(out.size)
+    for q in range(luts.shape[0]):
+        _block_portable(blocked, block_index, M, luts, q, flat, q * out.shape[1])
+
+
+@njit(cache=True)
+def scan_blocked_multi_portable(blocked, n, M, luts, out):
+    """:func:`scan_blocked_multi` in plain Numba (one table at a time)."""
+    _check_multi_call(blocked, n, M, luts, out)
+    for q in range(luts.shape[0]):
+        scan_blocked_portable(blocked, n, M, luts[q], out[q])
+
+
+# ---------------------------------------------------------------------------------
+# avx2
+# ---------------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _block_avx2(blocked, b, M, luts, q, out, start, group):
+    """Sums of block ``b`` for table ``q`` of ``luts`` into flat ``out[start : start + 32]``."""
+    if group >= 4:
+        simd.block_scan_avx2_g4(blocked, b, M, luts, q, out, start, BLOCK)
+    elif group == 2:
+        simd.block_scan_avx2_g2(blocked, b, M, luts, q, out, start, BLOCK)
+    else:
+        simd.block_scan_avx2_g1(blocked, b, M, luts, q, out, start, BLOCK)
+
+
+@njit(inline="always", cache=True)
+def _pair_avx2(blocked, b, M, luts, q, out, start, stride, group):
+    """Tables ``q`` and ``q + 1`` in one pass: sums to ``out[start + i * stride + r]``."""
+    if group >= 4:
+        simd.block_scan_avx2_q2_g4(blocked, b, M, luts, q, out, start, stride)
+    elif group == 2:
+        simd.block_scan_avx2_q2_g2(blocked, b, M, luts, q, out, start, stride)
+    else:
+        simd.block_scan_avx2_q2_g1(blocked, b, M, luts, q, out, start, stride)
+
+
+@njit(cache=True)
+def scan_block_avx2(blocked, block_index, M, lut, out, group=1):
+    """:func:`scan_block` with 32-byte ``vpshufb``."""
+    _check_block_call(blocked, block_index, M, lut, out)
+    _block_avx2(blocked, block_index, M, lut, 0, out, 0, group)
+
+
+@njit(cache=True)
+def scan_blocked_avx2(blocked, n, M, lut, out):
+    """:func:`scan_blocked` with 32-byte ``vpshufb``."""
+    nb = _check_scan_call(blocked, n, M, lut, out)
+    group = lut_group(lut)
+    full = nb if out.shape[0] >= nb * BLOCK else nb - 1
+    for b in range(full):
+        _block_avx2(blocked, b, M, lut, 0, out, b * BLOCK, group)
+    if full < nb:
+        tmp = np.empty(BLOCK, dtype=out.dtype)
+        _block_avx2(blocked, full, M, lut, 0, tmp, 0, group)
+        for r in range(n - full * BLOCK):
+            out[full * BLOCK + r] = tmp[r]
+
+
+@njit(cache=True)
+def scan_block_multi_avx2(blocked, block_index, M, luts, out, group=1):
+    """:func:`scan_block_multi` with 32-byte ``vpshufb``."""
+    _check_block_multi_call(blocked, block_index, M, luts, out)
+    nq = luts.shape[0]
+    ld = out.shape[1]
+    q = 0
+    while q + 1 < nq:
+        _pair_avx2(blocked, block_index, M, luts, q, out, q * ld, ld, group)
+        q += 2
+    if q < nq:
+        _block_avx2(blocked, block_index, M, luts, q, out, q * ld, group)
+
+
+@njit(cache=True)
+def scan_blocked_multi_avx2(blocked, n, M, luts, out):
+    """:func:`scan_blocked_multi` with 32-byte ``vpshufb``."""
+    nb = _check_multi_call(blocked, n, M, luts, out)
+    group = luts_group(luts)
+    nq = luts.shape[0]
+    ld = out.shape[1]
+    full = nb if ld >= nb * BLOCK else nb - 1
+    for c0 in range(0, nq, QUERY_CHUNK):
+        c1 = min(c0 + QUERY_CHUNK, nq)
+        for b in range(full):
+            q = c0
+            while q + 1 < c1:
+                _pair_avx2(blocked, b, M, luts, q, out, q * ld + b * BLOCK, ld, group)
+                q += 2
+            if q < c1:
+                _block_avx2(blocked, b, M, luts, q, out, q * ld + b * BLOCK, group)
+    if full < nb:
+        tmp = np.empty(BLOCK, dtype=out.dtype)
+        for q in range(nq):
+            _block_avx2(blocked, full, M, luts, q, tmp, 0, group)
+            for r in range(n - full * BLOCK):
+                out[q, full * BLOCK + r] = tmp[r]
+
+
+# ---------------------------------------------------------------------------------
+# avx512
+# ---------------------------------------------------------------------------------
+
+
+@njit(inline="always", cache=True)
+def _block_avx512(blocked, b, M, luts, q, out, start, group):
+    """Sums of block ``b`` for table ``q`` of ``luts`` into flat ``out[start : start + 32]``."""
+    if group >= 4:
+        simd.block_scan_avx512_g4(blocked, b, M, luts, q, out, start, BLOCK)
+    elif group == 2:
+        simd.block_scan_avx512_g2(blocked, b, M, luts, q, out, start, BLOCK)
+    else:
+        simd.block_scan_avx512_g1(blocked, b, M, luts, q, out, start, BLOCK)
+
+
+@njit(inline="always", cache=True)
+def _pair_avx512(blocked, b, M, luts, q, out, start, stride, group):
+    """Tables ``q`` and ``q + 1`` in one pass: sums to ``out[start + i * stride + r]``."""
+    if group >= 4:
+        simd.block_scan_avx512_q2_g4(blocked, b, M, luts, q, out, start, stride)
+    elif group == 2:
+        simd.block_scan_avx512_q2_g2(blocked, b, M, luts, q, out, start, stride)
+    else:
+        simd.block_scan_avx512_q2_g1(blocked, b, M, luts, q, out, start, stride)
+
+
+@njit(cache=True)
+def scan_block_avx512(blocked, block_index, M, lut, out, group=1):
+    """:func:`scan_block` with 64-byte ``vpshufb``."""
+    _check_block_call(blocked, block_index, M, lut, out)
+    _block_avx512(blocked, block_index, M, lut, 0, out, 0, group)
+
+
+@njit(cache=True)
+def scan_blocked_avx512(blocked, n, M, lut, out):
+    """:func:`scan_blocked` with 64-byte ``vpshufb``."""
+    nb = _check_scan_call(blocked, n, M, lut, out)
+    group = lut_group(lut)
+    full = nb if out.shape[0] >= nb * BLOCK else nb - 1
+    for b in range(full):
+        _block_avx512(blocked, b, M, lut, 0, out, b * BLOCK, group)
+    if full < nb:
+        tmp = np.empty(BLOCK, dtype=out.dtype)
+        _block_avx512(blocked, full, M, lut, 0, tmp, 0, group)
+        for r in range(n - full * BLOCK):
+            out[full * BLOCK + r] = tmp[r]
+
+
+@njit(cache=True)
+def scan_block_multi_avx512(blocked, block_index, M, luts, out, group=1):
+    """:func:`scan_block_multi` with 64-byte ``vpshufb``."""
+    _check_block_multi_call(blocked, block_index, M, luts, out)
+    nq = luts.shape[0]
+    ld = out.shape[1]
+    q = 0
+    while q + 1 < nq:
+        _pair_avx512(blocked, block_index, M, luts, q, out, q * ld, ld, group)
+        q += 2
+    if q < nq:
+        _block_avx512(blocked, block_index, M, luts, q, out, q * ld, group)
+
+
+@njit(cache=True)
+def scan_blocked_multi_avx512(blocked, n, M, luts, out):
+    """:func:`scan_blocked_multi` with 64-byte ``vpshufb``."""
+    nb = _check_multi_call(blocked, n, M, luts, out)
+    group = luts_group(luts)
+    nq = luts.shape[0]
+    ld = out.shape[1]
+    full = nb if ld >= nb * BLOCK else nb - 1
+    for c0 in range(0, nq, QUERY_CHUNK):
+        c1 = min(c0 + QUERY_CHUNK, nq)
+        for b in range(full):
+            q = c0
+            while q + 1 < c1:
+                _pair_avx512(blocked, b, M, luts, q, out, q * ld + b * BLOCK, ld, group)
+                q += 2
+            if q < c1:
+                _block_avx512(blocked, b, M, luts, q, out, q * ld + b * BLOCK, group)
+    if full < nb:
+        tmp = np.empty(BLOCK, dtype=out.dtype)
+        for q in range(nq):
+            _block_avx512(blocked, full, M, luts, q, tmp, 0, group)
+            for r in range(n - full * BLOCK):
+                out[q, full * BLOCK + r] = tmp[r]
+
+
+# ---------------------------------------------------------------------------------
+# Dispatch
+# ---------------------------------------------------------------------------------
+
+_SCAN_BLOCK = {
+    "portable": scan_block_portable,
+    "avx2": scan_block_avx2,
+    "avx512": scan_block_avx512,
+}
+_SCAN_BLOCKED = {
+    "portable": scan_blocked_portable,
+    "avx2": scan_blocked_avx2,
+    "avx512": scan_blocked_avx512,
+}
+_SCAN_BLOCK_MULTI = {
+    "portable": scan_block_multi_portable,
+    "avx2": scan_block_multi_avx2,
+    "avx512": scan_block_multi_avx512,
+}
+_SCAN_BLOCKED_MULTI = {
+    "portable": scan_blocked_multi_portable,
+    "avx2": scan_blocked_multi_avx2,
+    "avx512": scan_blocked_multi_avx512,
+}
+
+
+def kernels(variant):
+    """``(scan_block, scan_blocked, scan_block_multi, scan_blocked_multi)`` of one variant.
+
+    Parameters
+    ----------
+    variant : {"portable", "avx2", "avx512"}
+
+    Raises
+    ------
+    ValueError
+        If the variant is unknown or this CPU cannot run it.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant not in available_variants():
+        raise ValueError(
+            f"variant {variant!r} needs CPU features this machine lacks; "
+            f"available: {available_variants()}"
+        )
+    return (
+        _SCAN_BLOCK[variant],
+        _SCAN_BLOCKED[variant],
+        _SCAN_BLOCK_MULTI[variant],
+        _SCAN_BLOCKED_MULTI[variant],
+    )
+
+
+#: ``scan_block(blocked, block_index, M, lut, out, group=1)``: the ``BLOCK`` sums of
+#: block ``block_index`` into ``out[:32]`` (int32 or uint32, C-contiguous); ``group``
+#: from :func:`lut_group` (1 is always exact). Callable from ``@njit`` code.
+scan_block = _SCAN_BLOCK[VARIANT]
+
+#: ``scan_blocked(blocked, n, M, lut, out)``: ``out[v] = sum_m lut[m, code_m(v)]`` for
+#: ``v < n``; ``out`` int32 or uint32 of length >= n (a length of ``32 * nblocks`` avoids
+#: a copy for the last block). Chooses ``group`` itself. Callable from ``@njit`` code.
+scan_blocked = _SCAN_BLOCKED[VARIANT]
+
+#: ``scan_block_multi(blocked, block_index, M, luts, out, group=1)``: block
+#: ``block_index`` against every table of ``luts`` (uint8 (nq, M, 16)) into
+#: ``out[q, :32]`` (``out`` int32/uint32 (nq, >= 32), C-contiguous); two tables share
+#: each pass over the block's codes. ``group`` from :func:`luts_group`.
+scan_block_multi = _SCAN_BLOCK_MULTI[VARIANT]
+
+#: ``scan_blocked_multi(blocked, n, M, luts, out)``: ``out[q, v]`` = sums for table
+#: ``q`` of ``luts`` (uint8 (nq, M, 16)), ``out`` int32/uint32 (nq, >= n) C-contiguous.
+#: Scans ``QUERY_CHUNK`` tables per sweep of the codes, two per pass over a block.
+scan_blocked_multi = _SCAN_BLOCKED_MULTI[VARIANT]
