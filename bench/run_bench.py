@@ -23,7 +23,11 @@ import os
 import sys
 import time
 
-from tqsearch import bench, datasets
+try:
+    from tqsearch import bench, datasets
+except ImportError:  # run from a source checkout without installing
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tqsearch import bench, datasets
 
 
 def _bits(text):
@@ -58,7 +62,7 @@ def main(argv=None) -> int:
                    help="single-query searches timed for the nq=1 latency")
     p.add_argument("--methods", default=None, help="comma-separated method families")
     p.add_argument("--build-threads", type=int, default=1)
-    p.add_argument("--pq8-max-train", type=int, default=20_000)
+    p.add_argument("--pq8-max-train", type=int, default=10_000)
     p.add_argument("--repeat", type=int, default=1, help="timed batches; the fastest counts")
     args = p.parse_args(argv)
 

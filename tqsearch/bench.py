@@ -113,7 +113,7 @@ class BenchConfig:
     k: int = 10
     n_latency: int = 200
     repeat: int = 1
-    pq8_max_train: int = 20_000
+    pq8_max_train: int = 10_000
     build_threads: int = 1
     quick: bool = False
 
@@ -216,7 +216,7 @@ class TqsearchMethod(Method):
         self.index = None
 
 
-def make_method(family: str, d: int, bits: int, metric: str, *, pq8_max_train=20_000) -> Method:
+def make_method(family: str, d: int, bits: int, metric: str, *, pq8_max_train=10_000) -> Method:
     """Instantiate the method of ``family`` at ``bits`` bits (raises :class:`Unavailable`)."""
     if family.startswith("tqsearch"):
         variant = "default" if family == "tqsearch" else family.split("-", 1)[1]

@@ -43,13 +43,14 @@ def plot_recall_qps(result: dict, path: str | os.PathLike, *, threads: str | Non
         groups.setdefault(fam_label, []).append((r[key], r["recall"], r["bits"], r["library"]))
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-    cmap = plt.get_cmap("tab20")
+    tab10, tab20 = plt.get_cmap("tab10"), plt.get_cmap("tab20")
     for i, (name, pts) in enumerate(sorted(groups.items())):
+        color = tab10(i) if i < 10 else tab20((2 * (i - 10) + 1) % 20)
         pts.sort(key=lambda p: p[2])
         xs = [p[0] for p in pts]
         ys = [p[1] for p in pts]
         lib = pts[0][3]
-        ax.plot(xs, ys, marker=_MARKERS.get(lib, "x"), color=cmap(i % 20),
+        ax.plot(xs, ys, marker=_MARKERS.get(lib, "x"), color=color,
                 lw=2.2 if lib == "tqsearch" else 1.0, label=name)
         for x, y, b, _ in pts:
             ax.annotate(f"{b}b", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
