@@ -195,8 +195,14 @@ def test_scanners_reject_mismatched_shapes():
         fastscan.scan_blocked(blocked, 40, 4, luts[0], np.zeros(39, np.int32))
     with pytest.raises(ValueError, match="n exceeds"):
         fastscan.scan_blocked(blocked, 65, 4, luts[0], np.zeros(65, np.int32))
-    with pytest.raises(IndexError):
-        scan_block(blocked, 2, 4, luts[0], np.zeros(32, np.int32))
+    with pytest.raises(ValueError, match="out must hold"):
+        fastscan.check_block_args(blocked, 4, luts[0], np.zeros(31, np.int32))
+    with pytest.raises(ValueError, match="lut must have shape"):
+        fastscan.check_block_args(blocked, 4, luts[0, :3], np.zeros(32, np.int32))
+    with pytest.raises(ValueError, match="luts must have shape"):
+        fastscan.check_block_multi_args(blocked, 4, luts[:, :3], np.zeros((1, 32), np.int32))
+    with pytest.raises(ValueError, match="out must have shape"):
+        fastscan.check_block_multi_args(blocked, 4, luts, np.zeros((2, 32), np.int32))
 
 
 # ---------------------------------------------------------------------------------
@@ -208,6 +214,7 @@ def test_scanners_reject_mismatched_shapes():
 def _best_by_blocks(blocked, n, M, lut):
     """A fused loop as the index writes it: scan block by block, keep the best."""
     sums = np.empty(BLOCK, dtype=np.int32)
+    fastscan.check_block_args(blocked, M, lut, sums)
     group = lut_group(lut)
     best, arg = -1, -1
     for b in range(blocked.shape[0]):
@@ -270,3 +277,15 @@ def test_env_var_forces_the_variant(forced):
         assert res.stdout.startswith("warned")
     else:
         assert res.stdout.split() == [forced, "True"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_scan_block_returns_the_block_maximum(variant):
+    scan_block_v, _, _, _ = need(variant)
+    nibbles, luts = random_case(64, 7, 255, seed=10)
+    blocked = fastscan.pack_blocked(nibbles)
+    expected = reference_sums(luts[0], nibbles)
+    out32 = np.zeros(BLOCK, dtype=np.int32)
+    for b in range(2):
+        top = scan_block_v(blocked, b, 7, luts[0], out32, 1)
+        assert top == expected[b * 32 : (b + 1) * 32].max() == out32.max()

@@ -231,11 +231,11 @@ def lut_group(lut):
     -------
     int
     """
-    mx = 0
-    for m in range(lut.shape[0]):
-        for c in range(lut.shape[1]):
-            if lut[m, c] > mx:
-                mx = lut[m, c]
+    flat = lut.reshape(lut.size)
+    mx = np.uint8(0)
+    for i in range(flat.shape[0]):
+        x = flat[i]
+        mx = x if x > mx else mx  # a select, so the loop vectorizes
     if mx <= 63:
         return 4
     if mx <= 127:
@@ -258,11 +258,21 @@ def _check_tables(blocked, M, lut):
         raise ValueError("lut must have shape (M, 16)")
 
 
-@njit(inline="always", cache=True)
-def _check_block_call(blocked, block_index, M, lut, out):
+@njit(cache=True)
+def check_block_args(blocked, M, lut, out):
+    """Validate the arguments of :func:`scan_block` once, before a loop over blocks.
+
+    :func:`scan_block` itself checks nothing (a check inside a caller's per-block loop
+    costs as much as scanning a small block); ``block_index`` must then be in
+    ``range(blocked.shape[0])``.
+
+    Raises
+    ------
+    ValueError
+        If ``M < 1``, ``blocked`` is not ``(nblocks, 16 * M)``, ``lut`` is not
+        ``(M, 16)`` or ``out`` holds fewer than 32 sums.
+    """
     _check_tables(blocked, M, lut)
-    if block_index < 0 or block_index >= blocked.shape[0]:
-        raise IndexError("block_index out of range")
     if out.shape[0] < BLOCK:
         raise ValueError("out must hold at least BLOCK (32) sums")
 
@@ -296,8 +306,10 @@ def _check_multi_call(blocked, n, M, luts, out):
     return nb
 
 
-@njit(inline="always", cache=True)
-def _check_block_multi_call(blocked, block_index, M, luts, out):
+@njit(cache=True)
+def check_block_multi_args(blocked, M, luts, out):
+    """:func:`check_block_args` for :func:`scan_block_multi` (``luts`` (nq, M, 16),
+    ``out`` (nq, >= 32))."""
     if M < 1:
         raise ValueError("M must be >= 1")
     if blocked.shape[1] != 16 * M:
@@ -306,8 +318,6 @@ def _check_block_multi_call(blocked, block_index, M, luts, out):
         raise ValueError("luts must have shape (nq, M, 16)")
     if out.shape[0] != luts.shape[0] or out.shape[1] < BLOCK:
         raise ValueError("out must have shape (nq, >= 32)")
-    if block_index < 0 or block_index >= blocked.shape[0]:
-        raise IndexError("block_index out of range")
 
 
 @njit(cache=True)
@@ -328,7 +338,9 @@ QUERY_CHUNK = 8
 
 @njit(inline="always", cache=True)
 def _block_portable(blocked, b, M, luts, q, out, start):
-    """Sums of block ``b`` for table ``luts[q]`` into flat ``out[start : start + 32]``."""
+    """Sums of block ``b`` for table ``luts[q]`` into flat ``out[start : start + 32]``;
+    returns their maximum."""
+    top = 0
     for p in range(16):
         lo = 0
         hi = 0
@@ -339,13 +351,14 @@ def _block_portable(blocked, b, M, luts, q, out, start):
         r = (p >> 1) + 8 * (p & 1)
         out[start + r] = lo
         out[start + r + 16] = hi
+        top = max(top, lo, hi)
+    return top
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def scan_block_portable(blocked, block_index, M, lut, out, group=1):
-    """:func:`scan_block` in plain Numba (``group`` is accepted and ignored)."""
-    _check_block_call(blocked, block_index, M, lut, out)
-    _block_portable(blocked, block_index, M, lut.reshape(1, M, 16), 0, out, 0)
+    """:func:`scan_block` in plain Numba (``group`` is accepted and ignored); unchecked."""
+    return _block_portable(blocked, block_index, M, lut.reshape(1, M, 16), 0, out, 0)
 
 
 @njit(cache=True)
@@ -363,10 +376,9 @@ def scan_blocked_portable(blocked, n, M, lut, out):
             out[full * BLOCK + r] = tmp[r]
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def scan_block_multi_portable(blocked, block_index, M, luts, out, group=1):
-    """:func:`scan_block_multi` in plain Numba."""
-    _check_block_multi_call(blocked, block_index, M, luts, out)
+    """:func:`scan_block_multi` in plain Numba; unchecked."""
     flat = out.reshape(out.size)
     for q in range(luts.shape[0]):
         _block_portable(blocked, block_index, M, luts, q, flat, q * out.shape[1])
@@ -389,29 +401,28 @@ def scan_blocked_multi_portable(blocked, n, M, luts, out):
 def _block_avx2(blocked, b, M, luts, q, out, start, group):
     """Sums of block ``b`` for table ``q`` of ``luts`` into flat ``out[start : start + 32]``."""
     if group >= 4:
-        simd.block_scan_avx2_g4(blocked, b, M, luts, q, out, start, BLOCK)
+        return simd.block_scan_avx2_g4(blocked, b, M, luts, q, out, start, BLOCK)
     elif group == 2:
-        simd.block_scan_avx2_g2(blocked, b, M, luts, q, out, start, BLOCK)
+        return simd.block_scan_avx2_g2(blocked, b, M, luts, q, out, start, BLOCK)
     else:
-        simd.block_scan_avx2_g1(blocked, b, M, luts, q, out, start, BLOCK)
+        return simd.block_scan_avx2_g1(blocked, b, M, luts, q, out, start, BLOCK)
 
 
 @njit(inline="always", cache=True)
 def _pair_avx2(blocked, b, M, luts, q, out, start, stride, group):
     """Tables ``q`` and ``q + 1`` in one pass: sums to ``out[start + i * stride + r]``."""
     if group >= 4:
-        simd.block_scan_avx2_q2_g4(blocked, b, M, luts, q, out, start, stride)
+        return simd.block_scan_avx2_q2_g4(blocked, b, M, luts, q, out, start, stride)
     elif group == 2:
-        simd.block_scan_avx2_q2_g2(blocked, b, M, luts, q, out, start, stride)
+        return simd.block_scan_avx2_q2_g2(blocked, b, M, luts, q, out, start, stride)
     else:
-        simd.block_scan_avx2_q2_g1(blocked, b, M, luts, q, out, start, stride)
+        return simd.block_scan_avx2_q2_g1(blocked, b, M, luts, q, out, start, stride)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def scan_block_avx2(blocked, block_index, M, lut, out, group=1):
-    """:func:`scan_block` with 32-byte ``vpshufb``."""
-    _check_block_call(blocked, block_index, M, lut, out)
-    _block_avx2(blocked, block_index, M, lut, 0, out, 0, group)
+    """:func:`scan_block` with 32-byte ``vpshufb``; unchecked."""
+    return _block_avx2(blocked, block_index, M, lut, 0, out, 0, group)
 
 
 @njit(cache=True)
@@ -429,10 +440,9 @@ def scan_blocked_avx2(blocked, n, M, lut, out):
             out[full * BLOCK + r] = tmp[r]
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def scan_block_multi_avx2(blocked, block_index, M, luts, out, group=1):
-    """:func:`scan_block_multi` with 32-byte ``vpshufb``."""
-    _check_block_multi_call(blocked, block_index, M, luts, out)
+    """:func:`scan_block_multi` with 32-byte ``vpshufb``; unchecked."""
     nq = luts.shape[0]
     ld = out.shape[1]
     q = 0
@@ -477,29 +487,28 @@ def scan_blocked_multi_avx2(blocked, n, M, luts, out):
 def _block_avx512(blocked, b, M, luts, q, out, start, group):
     """Sums of block ``b`` for table ``q`` of ``luts`` into flat ``out[start : start + 32]``."""
     if group >= 4:
-        simd.block_scan_avx512_g4(blocked, b, M, luts, q, out, start, BLOCK)
+        return simd.block_scan_avx512_g4(blocked, b, M, luts, q, out, start, BLOCK)
     elif group == 2:
-        simd.block_scan_avx512_g2(blocked, b, M, luts, q, out, start, BLOCK)
+        return simd.block_scan_avx512_g2(blocked, b, M, luts, q, out, start, BLOCK)
     else:
-        simd.block_scan_avx512_g1(blocked, b, M, luts, q, out, start, BLOCK)
+        return simd.block_scan_avx512_g1(blocked, b, M, luts, q, out, start, BLOCK)
 
 
 @njit(inline="always", cache=True)
 def _pair_avx512(blocked, b, M, luts, q, out, start, stride, group):
     """Tables ``q`` and ``q + 1`` in one pass: sums to ``out[start + i * stride + r]``."""
     if group >= 4:
-        simd.block_scan_avx512_q2_g4(blocked, b, M, luts, q, out, start, stride)
+        return simd.block_scan_avx512_q2_g4(blocked, b, M, luts, q, out, start, stride)
     elif group == 2:
-        simd.block_scan_avx512_q2_g2(blocked, b, M, luts, q, out, start, stride)
+        return simd.block_scan_avx512_q2_g2(blocked, b, M, luts, q, out, start, stride)
     else:
-        simd.block_scan_avx512_q2_g1(blocked, b, M, luts, q, out, start, stride)
+        return simd.block_scan_avx512_q2_g1(blocked, b, M, luts, q, out, start, stride)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def scan_block_avx512(blocked, block_index, M, lut, out, group=1):
-    """:func:`scan_block` with 64-byte ``vpshufb``."""
-    _check_block_call(blocked, block_index, M, lut, out)
-    _block_avx512(blocked, block_index, M, lut, 0, out, 0, group)
+    """:func:`scan_block` with 64-byte ``vpshufb``; unchecked."""
+    return _block_avx512(blocked, block_index, M, lut, 0, out, 0, group)
 
 
 @njit(cache=True)
@@ -517,10 +526,9 @@ def scan_blocked_avx512(blocked, n, M, lut, out):
             out[full * BLOCK + r] = tmp[r]
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def scan_block_multi_avx512(blocked, block_index, M, luts, out, group=1):
-    """:func:`scan_block_multi` with 64-byte ``vpshufb``."""
-    _check_block_multi_call(blocked, block_index, M, luts, out)
+    """:func:`scan_block_multi` with 64-byte ``vpshufb``; unchecked."""
     nq = luts.shape[0]
     ld = out.shape[1]
     q = 0
@@ -611,7 +619,10 @@ def kernels(variant):
 
 #: ``scan_block(blocked, block_index, M, lut, out, group=1)``: the ``BLOCK`` sums of
 #: block ``block_index`` into ``out[:32]`` (int32 or uint32, C-contiguous); ``group``
-#: from :func:`lut_group` (1 is always exact). Callable from ``@njit`` code.
+#: from :func:`lut_group` (1 is always exact). Returns the largest of the 32 sums
+#: (padding vectors of the last block included), from registers: a top-k loop can
+#: skip the block when it is not above its threshold. Inlined into ``@njit`` callers
+#: and unchecked: call :func:`check_block_args` once before the loop over blocks.
 scan_block = _SCAN_BLOCK[VARIANT]
 
 #: ``scan_blocked(blocked, n, M, lut, out)``: ``out[v] = sum_m lut[m, code_m(v)]`` for
@@ -622,7 +633,8 @@ scan_blocked = _SCAN_BLOCKED[VARIANT]
 #: ``scan_block_multi(blocked, block_index, M, luts, out, group=1)``: block
 #: ``block_index`` against every table of ``luts`` (uint8 (nq, M, 16)) into
 #: ``out[q, :32]`` (``out`` int32/uint32 (nq, >= 32), C-contiguous); two tables share
-#: each pass over the block's codes. ``group`` from :func:`luts_group`.
+#: each pass over the block's codes. ``group`` from :func:`luts_group`. Unchecked:
+#: call :func:`check_block_multi_args` once before the loop.
 scan_block_multi = _SCAN_BLOCK_MULTI[VARIANT]
 
 #: ``scan_blocked_multi(blocked, n, M, luts, out)``: ``out[q, v]`` = sums for table

@@ -183,6 +183,10 @@ def emit_block_scan(builder, width, codes_base, lut_bases, M, out_ptrs, group=1)
     group : int
         1, 2 or 4: lookup results of ``group`` consecutive steps are added as bytes
         before widening; exact only when ``group * max(table) <= 255``.
+
+    Returns
+    -------
+    list of i32 values: the largest sum of each table.
     """
     nq = len(lut_bases)
     k = width // 16
@@ -259,9 +263,15 @@ def emit_block_scan(builder, width, codes_base, lut_bases, M, out_ptrs, group=1)
             both = _shuffle(builder, low, high, list(range(32)))
             builder.store(builder.add(builder.load(acc32[q]), both), acc32[q])
 
+    maxima = []
+    fnty = ir.FunctionType(_i32, [_vec(_i32, BLOCK)])
+    smax = cgutils.get_or_insert_function(builder.module, fnty, "llvm.vector.reduce.smax.v32i32")
     for q in range(nq):
         ptr = builder.bitcast(out_ptrs[q], _vec(_i32, BLOCK).as_pointer())
-        builder.store(builder.load(acc32[q]), ptr, align=4)
+        sums = builder.load(acc32[q])
+        builder.store(sums, ptr, align=4)
+        maxima.append(builder.call(smax, [sums]))
+    return maxima
 
 
 # ---------------------------------------------------------------------------------
@@ -292,14 +302,15 @@ def make_block_intrinsic(width, nq=1, group=1):
 
     The returned intrinsic has the Numba signature::
 
-        f(blocked, block_index, M, luts, lut_index, out, out_start, out_stride) -> None
+        f(blocked, block_index, M, luts, lut_index, out, out_start, out_stride) -> intp
 
     ``blocked`` is C-contiguous uint8 (block ``b`` at byte ``b * 16 * M``); ``luts`` is
     C-contiguous uint8 holding tables of ``16 * M`` bytes one after the other (``(M, 16)``
     or ``(nq_total, M, 16)``), of which tables ``lut_index .. lut_index + nq - 1`` are
     used; ``out`` is C-contiguous int32/uint32 and table ``lut_index + i`` writes its 32
-    sums to flat elements ``out_start + i * out_stride + (0 .. 31)``. Nothing is
-    bounds-checked: callers check.
+    sums to flat elements ``out_start + i * out_stride + (0 .. 31)``. Returns the largest
+    of the ``32 * nq`` sums written (computed in registers, so a top-k caller can reject
+    the block without reading them back). Nothing is bounds-checked: callers check.
     """
     fname = f"block_scan_w{width}_q{nq}_g{group}"
 
@@ -322,7 +333,7 @@ def make_block_intrinsic(width, nq=1, group=1):
         for name, ty in ints:
             if not isinstance(ty, types.Integer):
                 raise TypingError(f"{fname}: {name} must be an integer, got {ty}")
-        sig = types.void(
+        sig = types.intp(
             blocked, types.intp, types.intp, luts, types.intp, out, types.intp, types.intp
         )
 
@@ -349,8 +360,11 @@ def make_block_intrinsic(width, nq=1, group=1):
                 )
                 for q in range(nq)
             ]
-            emit_block_scan(builder, width, codes_base, lut_bases, a_m, out_ptrs, group)
-            return context.get_dummy_value()
+            maxima = emit_block_scan(builder, width, codes_base, lut_bases, a_m, out_ptrs, group)
+            top = maxima[0]
+            for other in maxima[1:]:
+                top = builder.select(builder.icmp_signed(">", other, top), other, top)
+            return builder.sext(top, _i64)
 
         return sig, codegen
 
