@@ -99,11 +99,44 @@ def test_pack_rejects_bad_input():
         fastscan.unpack_blocked(np.zeros((1, 32), dtype=np.uint8), 10, 3)
 
 
-def test_lut_group():
-    lut = np.zeros((3, 16), dtype=np.uint8)
-    for top, group in ((0, 4), (63, 4), (64, 2), (127, 2), (128, 1), (255, 1)):
-        lut[1, 7] = top
-        assert lut_group(lut) == group
+def test_lut_group_checks_the_grouped_rows():
+    lut = np.zeros((16, 16), dtype=np.uint8)
+    lut[:, 3] = 63
+    assert lut_group(lut, 4) == lut_group(lut, 2) == 4  # 4 * 63 <= 255
+    lut[:, 3] = 100
+    assert lut_group(lut, 4) == 2  # pairs of rows sum to 200, fours to 400
+    lut[:, 3] = 200
+    assert lut_group(lut, 4) == 1
+    # rows 0, 4, 8, 12 large: one lane of the 4-sub-code step holds all of them
+    lut[:, 3] = 10
+    lut[0::4, 5] = 200
+    assert lut_group(lut, 4) == 1
+    assert lut_group(lut, 2) == 2  # step 2: pairs are rows (0, 2), (4, 6), ...
+    # fewer steps than a group: nothing is grouped, so any group is exact
+    assert lut_group(np.full((7, 16), 255, np.uint8), 4) == 4
+
+
+def turboquant_like_table(M, seed):
+    """T[m, c] = y_m * centroid_c, the shape of a TurboQuant query table."""
+    rng = np.random.default_rng(seed)
+    centroids = np.sort(rng.standard_normal(16))
+    return (rng.standard_normal(M)[:, None] * centroids[None, :]).astype(np.float32)
+
+
+@pytest.mark.parametrize("step", [1, 2, 4])
+@pytest.mark.parametrize("group", [1, 2, 4])
+def test_quantize_lut_meets_the_group_and_the_error_bound(group, step):
+    M = 96
+    T = turboquant_like_table(M, seed=group + 10 * step)
+    L = np.empty((M, 16), dtype=np.uint8)
+    scale, bias = fastscan.quantize_lut(T, L, group, step)
+    assert lut_group(L, step) >= group
+    nibbles, _ = random_case(500, M, 255, seed=11)
+    exact = T[np.arange(M), nibbles].astype(np.float64).sum(axis=1)
+    approx = scale * reference_sums(L, nibbles) + bias
+    assert np.abs(approx - exact).max() <= scale * M / 2 + 1e-6
+    if group == 1:
+        assert L.max() == 255  # the plain 8-bit table uses the whole range
 
 
 # ---------------------------------------------------------------------------------
@@ -289,3 +322,22 @@ def test_scan_block_returns_the_block_maximum(variant):
     for b in range(2):
         top = scan_block_v(blocked, b, 7, luts[0], out32, 1)
         assert top == expected[b * 32 : (b + 1) * 32].max() == out32.max()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_grouping_beyond_the_uniform_bound_is_exact(variant):
+    _, scan_blocked, _, scan_blocked_multi = need(variant)
+    step = fastscan.STEPS[variant]
+    M, n = 136, 300
+    L = np.empty((2, M, 16), dtype=np.uint8)
+    for q in range(2):
+        fastscan.quantize_lut(turboquant_like_table(M, seed=q), L[q], 4, step)
+    assert L.max() > 63 and lut_group(L[0], step) == 4 and fastscan.luts_group(L, step) == 4
+    nibbles, _ = random_case(n, M, 255, seed=12)
+    blocked = fastscan.pack_blocked(nibbles)
+    out = np.zeros((2, n), dtype=np.int32)
+    scan_blocked(blocked, n, M, L[0], out[0])
+    np.testing.assert_array_equal(out[0], reference_sums(L[0], nibbles))
+    scan_blocked_multi(blocked, n, M, L, out)
+    for q in range(2):
+        np.testing.assert_array_equal(out[q], reference_sums(L[q], nibbles))

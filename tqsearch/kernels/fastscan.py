@@ -37,9 +37,10 @@ changing ``TQSEARCH_SIMD``.
 
 Exactness: sums are accumulated in 16-bit lanes, flushed to 32-bit before they can
 overflow, so any ``uint8`` table and any ``M`` < 2**23 give exact ``int32`` sums. With
-``group`` = 2 or 4, lookups of 2 or 4 sub-code groups are added as bytes before
-widening, which is exact (and faster) when ``group * lut.max() <= 255``;
-:func:`lut_group` picks it.
+``group`` = 2 or 4 the kernels add the lookups of 2 or 4 steps as bytes before widening
+(fewer instructions per lookup), which is exact when those rows' maxima sum to at most
+255: :func:`lut_group` checks that for a table, ``scan_blocked`` uses it by itself, and
+:func:`quantize_lut` quantizes float tables so that a chosen group holds.
 """
 
 from __future__ import annotations
@@ -219,28 +220,122 @@ def nibble_at(blocked, M, v, m):
     return (byte >> (4 * (r >> 4))) & 15
 
 
+#: Sub-codes per byte-shuffle step of each variant: lane ``l`` of step ``s`` looks up
+#: sub-code ``s * STEP + l``. Grouping adds the lookups of ``group`` consecutive steps
+#: of a lane as bytes, so its exactness depends on the step.
+STEPS = {"portable": 1, "avx2": 2, "avx512": 4}
+STEP = STEPS[VARIANT]
+
+
+@njit(inline="always", cache=True)
+def _group_fits(mx, step, group):
+    """Whether every lane's sum of ``group`` consecutive steps of maxima is <= 255."""
+    niters = (mx.shape[0] // step) // group
+    for i in range(niters):
+        for lane in range(step):
+            total = 0
+            for j in range(group):
+                total += mx[(i * group + j) * step + lane]
+            if total > 255:
+                return False
+    return True
+
+
 @njit(cache=True)
-def lut_group(lut):
-    """Largest ``group`` in (1, 2, 4) with ``group * lut.max() <= 255``.
+def lut_group(lut, step=STEP):
+    """Largest ``group`` in (4, 2, 1) for which byte-grouped scanning of ``lut`` is exact.
+
+    The kernels add the lookups of ``group`` consecutive steps (sub-codes ``m``,
+    ``m + step``, ..., one per lane) as bytes before widening, which is exact when,
+    for every such set, the sum of the rows' maxima is at most 255. ``group * lut.max()
+    <= 255`` is enough; :func:`quantize_lut` builds tables that meet it with less loss.
 
     Parameters
     ----------
     lut : uint8 (M, 16)
+    step : int
+        Sub-codes per step of the variant that will scan: ``STEPS[variant]``; the
+        default is this process's variant.
 
     Returns
     -------
     int
+        4, 2 or 1 (1 is always exact).
     """
-    flat = lut.reshape(lut.size)
-    mx = np.uint8(0)
-    for i in range(flat.shape[0]):
-        x = flat[i]
-        mx = x if x > mx else mx  # a select, so the loop vectorizes
-    if mx <= 63:
+    M = lut.shape[0]
+    mx = np.empty(M, dtype=np.int64)
+    for m in range(M):
+        top = lut[m, 0]
+        for c in range(1, 16):
+            x = lut[m, c]
+            top = x if x > top else top
+        mx[m] = top
+    if _group_fits(mx, step, 4):
         return 4
-    if mx <= 127:
+    if _group_fits(mx, step, 2):
         return 2
     return 1
+
+
+@njit(cache=True)
+def quantize_lut(T, L, group=1, step=STEP):
+    """Quantize a float table to ``uint8`` so that ``group`` is exact for the scanner.
+
+    ``L[m, c] = round((T[m, c] - min_m) / scale)`` with one ``scale`` for the table,
+    the smallest for which every entry fits in 8 bits and, when ``group > 1``, every
+    grouped set of rows (see :func:`lut_group`) sums to at most 255. Then
+
+        sum_m T[m, code_m] ~= scale * S + bias,   |error| <= scale * M / 2
+
+    where ``S`` is the scanner's integer sum. For TurboQuant tables (row ranges
+    proportional to ``|y_m|``) the step for ``group = 2`` is ~1.4x, for ``group = 4``
+    ~2.2x, the plain 8-bit step, instead of 2x and 4x for 7- and 6-bit tables.
+
+    Parameters
+    ----------
+    T : float32 or float64 (M, 16)
+    L : uint8 (M, 16), written
+    group : int
+        1, 2 or 4.
+    step : int
+        As in :func:`lut_group`.
+
+    Returns
+    -------
+    scale, bias : float
+    """
+    M = T.shape[0]
+    lo = np.empty(M, dtype=np.float64)
+    width = np.empty(M, dtype=np.float64)
+    for m in range(M):
+        a = np.float64(T[m, 0])
+        b = a
+        for c in range(1, 16):
+            x = np.float64(T[m, c])
+            a = min(a, x)
+            b = max(b, x)
+        lo[m] = a
+        width[m] = b - a
+    need = width.max() / 255.0
+    if group > 1:
+        # each of the group's entries rounds up by at most 1/2
+        room = 255.0 - 0.5 * group
+        niters = (M // step) // group
+        for i in range(niters):
+            for lane in range(step):
+                total = 0.0
+                for j in range(group):
+                    total += width[(i * group + j) * step + lane]
+                need = max(need, total / room)
+    scale = need if need > 0.0 else 1.0
+    inv = 1.0 / scale
+    bias = 0.0
+    for m in range(M):
+        bias += lo[m]
+        for c in range(16):
+            q = np.floor((np.float64(T[m, c]) - lo[m]) * inv + 0.5)
+            L[m, c] = np.uint8(min(q, 255.0))
+    return scale, bias
 
 
 # ---------------------------------------------------------------------------------
@@ -321,9 +416,14 @@ def check_block_multi_args(blocked, M, luts, out):
 
 
 @njit(cache=True)
-def luts_group(luts):
+def luts_group(luts, step=STEP):
     """:func:`lut_group` for a stack of tables ``uint8 (nq, M, 16)`` (one group for all)."""
-    return lut_group(luts.reshape(luts.shape[0] * luts.shape[1], luts.shape[2]))
+    group = 4
+    for q in range(luts.shape[0]):
+        group = min(group, lut_group(luts[q], step))
+        if group == 1:
+            break
+    return group
 
 
 # Queries whose tables are scanned together per block in the batch scanners, so the
@@ -429,7 +529,7 @@ def scan_block_avx2(blocked, block_index, M, lut, out, group=1):
 def scan_blocked_avx2(blocked, n, M, lut, out):
     """:func:`scan_blocked` with 32-byte ``vpshufb``."""
     nb = _check_scan_call(blocked, n, M, lut, out)
-    group = lut_group(lut)
+    group = lut_group(lut, 2)
     full = nb if out.shape[0] >= nb * BLOCK else nb - 1
     for b in range(full):
         _block_avx2(blocked, b, M, lut, 0, out, b * BLOCK, group)
@@ -457,7 +557,7 @@ def scan_block_multi_avx2(blocked, block_index, M, luts, out, group=1):
 def scan_blocked_multi_avx2(blocked, n, M, luts, out):
     """:func:`scan_blocked_multi` with 32-byte ``vpshufb``."""
     nb = _check_multi_call(blocked, n, M, luts, out)
-    group = luts_group(luts)
+    group = luts_group(luts, 2)
     nq = luts.shape[0]
     ld = out.shape[1]
     full = nb if ld >= nb * BLOCK else nb - 1
@@ -515,7 +615,7 @@ def scan_block_avx512(blocked, block_index, M, lut, out, group=1):
 def scan_blocked_avx512(blocked, n, M, lut, out):
     """:func:`scan_blocked` with 64-byte ``vpshufb``."""
     nb = _check_scan_call(blocked, n, M, lut, out)
-    group = lut_group(lut)
+    group = lut_group(lut, 4)
     full = nb if out.shape[0] >= nb * BLOCK else nb - 1
     for b in range(full):
         _block_avx512(blocked, b, M, lut, 0, out, b * BLOCK, group)
@@ -543,7 +643,7 @@ def scan_block_multi_avx512(blocked, block_index, M, luts, out, group=1):
 def scan_blocked_multi_avx512(blocked, n, M, luts, out):
     """:func:`scan_blocked_multi` with 64-byte ``vpshufb``."""
     nb = _check_multi_call(blocked, n, M, luts, out)
-    group = luts_group(luts)
+    group = luts_group(luts, 4)
     nq = luts.shape[0]
     ld = out.shape[1]
     full = nb if ld >= nb * BLOCK else nb - 1

@@ -119,19 +119,31 @@ def _load_bytes(builder, base, offset, width):
     return builder.load(ptr, align=1)
 
 
-def _half_sum(builder, v):
-    """Add the upper half of a vector to its lower half (one extract and one add)."""
-    n = v.type.count
-    lo = _shuffle(builder, v, v, list(range(n // 2)))
-    hi = _shuffle(builder, v, v, list(range(n // 2, n)))
-    return builder.add(lo, hi)
+def _reduce_lanes(builder, vecs, lanes):
+    """Sum each vector's 128-bit lanes (8 x i16 each), all vectors in one tree.
 
-
-def _lane_sum16(builder, v):
-    """Sum of the 128-bit lanes of an i16 vector -> <8 x i16> (modulo 2**16)."""
-    while v.type.count > 8:
-        v = _half_sum(builder, v)
-    return v
+    Every level shuffles two vectors into their even lanes and their odd lanes (one
+    two-source 128-bit-lane shuffle each) and adds them, so vectors share shuffles.
+    Returns the concatenation, in order, of each input vector's 8 lane sums.
+    """
+    per = lanes  # lanes each input vector still occupies
+    while per > 1:
+        nxt = []
+        for a, b in zip(vecs[0::2], vecs[1::2], strict=True):
+            even = [8 * k + e for k in range(0, lanes, 2) for e in range(8)]
+            odd = [8 * k + e for k in range(1, lanes, 2) for e in range(8)]
+            lo = _shuffle(builder, a, b, even + [8 * lanes + i for i in even])
+            hi = _shuffle(builder, a, b, odd + [8 * lanes + i for i in odd])
+            nxt.append(builder.add(lo, hi))
+        vecs = nxt
+        per //= 2
+    while len(vecs) > 1:
+        n = vecs[0].type.count
+        vecs = [
+            _shuffle(builder, a, b, list(range(2 * n)))
+            for a, b in zip(vecs[0::2], vecs[1::2], strict=True)
+        ]
+    return vecs[0]
 
 
 def _bytes_to_vectors(builder, r):
@@ -149,18 +161,16 @@ def _flush(builder, acc, width):
 
     ``acc = (a_low, b_low, a_high, b_high)``: ``a`` summed each lookup result viewed
     as 16-bit lanes (low byte + 256 * high byte, modulo 2**16) and ``b`` summed the
-    high bytes. After adding the lanes together (still modulo 2**16),
-    ``a - (b << 8)`` is the exact sum of the low bytes, because that sum is below
-    2**16 (the caller bounds the number of steps between flushes).
+    high bytes, so ``a - (b << 8)`` holds the low bytes' sums modulo 2**16. Summing the
+    lanes is linear modulo 2**16 too, and exact because every total is below 2**16
+    (the caller bounds the adds between flushes).
     """
-    halves = []
+    n16 = width // 2
+    vecs = []
     for a, b in (acc[0:2], acc[2:4]):
-        a = _lane_sum16(builder, a)
-        b = _lane_sum16(builder, b)
-        even = builder.sub(a, builder.shl(b, _splat(_i16, 8, 8)))
-        halves.append(_shuffle(builder, even, b, list(range(16))))
-    both = _shuffle(builder, halves[0], halves[1], list(range(32)))
-    return builder.zext(both, _vec(_i32, BLOCK))
+        vecs.append(builder.sub(a, builder.shl(b, _splat(_i16, n16, 8))))  # positions 0..7
+        vecs.append(b)  # positions 8..15
+    return builder.zext(_reduce_lanes(builder, vecs, width // 16), _vec(_i32, BLOCK))
 
 
 def max_adds_between_flushes(width):
