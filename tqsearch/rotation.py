@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.rotate import hadamard_forward, hadamard_inverse
+from .kernels.rotate import hadamard_forward, hadamard_inverse, matvec_rows
 
 __all__ = ["Rotation", "DenseRotation", "HadamardRotation", "make_rotation", "ROTATIONS"]
 
 ROTATIONS = ("hadamard", "dense")
+
+# Up to this dimension a d x d product costs less than the transform's scattered
+# butterflies, so the Hadamard rotation is applied through its (exact) matrix.
+_MATRIX_MAX_D = 256
 
 # Three rounds bring the coordinate law of structured inputs (sparse, one-hot,
 # constant) within sampling noise of a Haar rotation's; two are visibly worse.
@@ -44,6 +48,10 @@ class Rotation:
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Undo :meth:`apply`. ``y``: float32 (n, d) -> float32 (n, d)."""
         raise NotImplementedError
+
+    def matrix_t_or_none(self) -> np.ndarray | None:
+        """Transposed d x d matrix when the rotation is applied as a product, else None."""
+        return None
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays that reproduce the rotation exactly (see :func:`from_state`)."""
@@ -75,10 +83,13 @@ class DenseRotation(Rotation):
         self._matrix_t = np.ascontiguousarray(self.matrix.T)
 
     def apply(self, x):
-        return x @ self._matrix_t
+        return _matvec(x, self._matrix_t)
 
     def inverse(self, y):
-        return y @ self.matrix
+        return _matvec(y, self.matrix)
+
+    def matrix_t_or_none(self):
+        return self._matrix_t
 
     def state(self):
         return {"matrix": self.matrix}
@@ -118,19 +129,40 @@ class HadamardRotation(Rotation):
         self.signs = np.ascontiguousarray(signs, dtype=np.float32)
         self.perms = np.ascontiguousarray(perms, dtype=np.int64)
         self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        self._matrix = self._matrix_t = None
+        if self.d <= _MATRIX_MAX_D:
+            eye = np.eye(self.d, dtype=np.float32)
+            self._matrix_t = self._transform(eye)  # rows of I rotated = columns of M
+            self._matrix = np.ascontiguousarray(self._matrix_t.T)
 
-    def apply(self, x):
+    def _transform(self, x):
         out = np.empty_like(x)
         hadamard_forward(x, self.signs, self.perms, self.offsets, self.block, out)
         return out
 
+    def apply(self, x):
+        if self._matrix is not None:
+            return _matvec(x, self._matrix_t)
+        return self._transform(x)
+
     def inverse(self, y):
+        if self._matrix is not None:
+            return _matvec(y, self._matrix)
         out = np.empty_like(y)
         hadamard_inverse(y, self.signs, self.perms, self.offsets, self.block, out)
         return out
 
+    def matrix_t_or_none(self):
+        return self._matrix_t
+
     def state(self):
         return {"signs": self.signs, "perms": self.perms, "offsets": self.offsets}
+
+
+def _matvec(x, matrix):
+    out = np.empty_like(x)
+    matvec_rows(x, matrix, out)
+    return out
 
 
 def make_rotation(kind: str, d: int, seed: int) -> Rotation:

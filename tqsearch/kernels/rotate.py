@@ -8,6 +8,27 @@ from numba import njit, prange
 from ..config import FASTMATH
 
 
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def matvec_rows(x, matrix_t, out):
+    """``out[i] = matrix_t.T @ x[i]`` for every row.
+
+    Parameters
+    ----------
+    x : float32 (n, d)
+    matrix_t : float32 (d, d)
+        Transposed matrix: the product is a sum of its rows (contiguous axpys).
+    out : float32 (n, d), written
+    """
+    n, d = x.shape
+    for i in prange(n):
+        for r in range(d):
+            out[i, r] = np.float32(0.0)
+        for j in range(d):
+            xj = x[i, j]
+            for r in range(d):
+                out[i, r] += xj * matrix_t[j, r]
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def _fwht_inplace(y, start, p, scale):
     """Orthonormal Walsh-Hadamard transform of ``y[start:start + p]``, ``p`` a power of two."""
