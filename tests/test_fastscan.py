@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 from numba import njit
@@ -256,7 +257,7 @@ def _best_by_blocks(blocked, n, M, lut):
             if sums[r] > best:
                 best, arg = sums[r], b * BLOCK + r
     # exact re-score of the winner straight from the blocked layout
-    exact = 0
+    exact = np.int64(0)
     for m in range(M):
         exact += lut[m, nibble_at(blocked, M, arg, m)]
     return best, arg, exact
@@ -279,6 +280,7 @@ def test_simd_variants_emit_vpshufb(variant, register):
     assert f"vpshufb\t%{register}" in asm
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="intrinsics need the compiler")
 def test_intrinsics_refuse_a_target_without_the_instructions(monkeypatch):
     monkeypatch.setattr(simd, "target_features", lambda: set())
     assert fastscan.available_variants() == ("portable",)

@@ -25,15 +25,27 @@ vector whose table is row ``m`` of ``lut`` (and a 32- or 64-byte load covers sub
 lookup, the even bytes of each 16-bit lane are positions 0..7 and the odd bytes positions
 8..15, which is the order the 16-bit accumulators come out in.
 
+Functions
+---------
+``scan_blocked(blocked, n, M, lut, out)``: all ``n`` sums of one table (checked).
+``scan_blocked_multi(blocked, n, M, luts, out)``: several tables, two per pass over a
+block and ``QUERY_CHUNK`` per sweep of the codes (checked).
+``scan_block(blocked, b, M, lut, out32, group)`` and ``scan_block_multi``: one block,
+inlined into ``@njit`` callers for fused top-k loops; they return the block's largest
+sum (so a block can be rejected without reading ``out32``) and check nothing: call
+``check_block_args`` / ``check_block_multi_args`` once before the loop.
+``nibble_at(blocked, M, v, m)``: one sub-code, for exact re-scoring from this layout.
+
 Variants
 --------
 ``portable`` (plain Numba, any CPU), ``avx2`` (32-byte ``vpshufb``) and ``avx512``
 (64-byte ``vpshufb``, needs AVX-512BW); all return identical integers. The best
 available one is chosen at import; ``TQSEARCH_SIMD=portable|avx2|avx512|auto`` forces a
 choice. Every variant has its own functions (``scan_block_avx2``, ...), and
-``scan_block`` / ``scan_blocked`` are the chosen variant's. Kernels that call them and
-are cached by Numba keep the variant they were compiled with: clear their cache after
-changing ``TQSEARCH_SIMD``.
+``scan_block`` / ``scan_blocked`` / ... are the chosen variant's. Kernels that call them
+and are cached by Numba keep the variant (and the code) they were compiled with: Numba
+does not notice changes in called modules, so clear their cache after changing
+``TQSEARCH_SIMD`` or this module.
 
 Exactness: sums are accumulated in 16-bit lanes, flushed to 32-bit before they can
 overflow, so any ``uint8`` table and any ``M`` < 2**23 give exact ``int32`` sums. With
@@ -48,6 +60,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import numba
 import numpy as np
 from numba import njit
 
@@ -67,6 +80,8 @@ def available_variants():
     tuple of str
         A subset of ``("portable", "avx2", "avx512")``; ``"portable"`` always.
     """
+    if numba.config.DISABLE_JIT:  # the intrinsics only exist in compiled code
+        return ("portable",)
     feats = simd.target_features()
     return tuple(v for v in VARIANTS if v == "portable" or simd.width_supported(_WIDTH[v], feats))
 
@@ -440,10 +455,10 @@ QUERY_CHUNK = 8
 def _block_portable(blocked, b, M, luts, q, out, start):
     """Sums of block ``b`` for table ``luts[q]`` into flat ``out[start : start + 32]``;
     returns their maximum."""
-    top = 0
+    top = np.int64(0)
     for p in range(16):
-        lo = 0
-        hi = 0
+        lo = np.int64(0)  # not a bare 0: uint8 + int stays uint8 in NumPy (JIT disabled)
+        hi = np.int64(0)
         for m in range(M):
             byte = blocked[b, 16 * m + p]
             lo += luts[q, m, byte & 15]
