@@ -1,0 +1,828 @@
+"""CUDA C++ sources of the KV-cache kernels (compiled at run time by CuPy/NVRTC).
+
+Three kernels, each specialised at compile time by ``#define`` lines:
+
+``tq_encode``
+    One warp per new token row: key offset (keys only), norm, random signs,
+    Walsh-Hadamard butterflies (in-lane strides, then lane shuffles),
+    Lloyd-Max coding against the
+    codebook boundaries, bit-packing in the layout of
+    :mod:`tqsearch.kvcache.codec`. ``blockIdx.y`` selects keys (0) or values (1).
+
+``tq_attend``
+    Split-sequence decode attention on the codes (flash-decoding). Warps are
+    persistent: each takes work items ``(batch, kv head, split)`` in turn. For
+    an item, the warp starts ``cp.async`` copies of its first tiles (``TT``
+    tokens of key codes, value codes and both scales; a ring of ``NS`` stages
+    per warp in shared memory), rotates and pre-scales the ``G`` query heads
+    of the KV head meanwhile, then walks the split one tile at a time while
+    the next tile is in flight:
+
+    * scores ``S = Khat Q^T`` on tensor cores (``mma.m16n8k16``, fp16 in,
+      fp32 accumulate): ``A`` = key centroids (16 tokens x 16 dims), which
+      each lane builds from one contiguous chunk of code bytes through a
+      replicated, bank-conflict-free shared-memory table mapping a pair of
+      codes to a pair of fp16 centroids (one byte permute forms the address
+      for 4-bit codes); ``B`` = the rotated queries (8 heads per tile);
+    * scores times the per-token key scale, online softmax in base 2 (the
+      accumulator rescale is skipped while no running max moves);
+    * ``O^T += Vhat^T P^T`` on tensor cores: ``A`` = value centroids (pairs of
+      tokens assembled with byte permutes), ``B`` = probabilities times the
+      per-token value scale, moved from the score accumulators with one
+      ``movmatrix`` transpose per 8 x 8 block.
+
+    Value rows are placed in the stage with a swizzle so that the 16 lanes of
+    a shared-memory wavefront read 32 different banks. The un-normalised
+    rotated-domain output, its running max and sum are written per item.
+
+``tq_merge``
+    One block per query head: combines the splits (log-sum-exp weights), undoes
+    the value rotation with one Walsh-Hadamard transform and writes the output
+    in the query's dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "dtype_code", "encode_source", "attend_source", "attend_smem", "merge_source", "chunk_align",
+]
+
+_DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
+
+
+def dtype_code(dtype) -> int:
+    """0 for float32, 1 for float16, 2 for bfloat16; TypeError otherwise."""
+    name = np.dtype(dtype).name if not hasattr(dtype, "name") else dtype.name
+    if name not in _DTYPES:
+        raise TypeError(
+            f"dtype {name} is not supported: pass float16, bfloat16 or float32 CuPy arrays"
+        )
+    return _DTYPES[name]
+
+
+def chunk_align(nbytes: int) -> int:
+    """Largest power of two (<= 16) dividing ``nbytes``: the widest safe load."""
+    a = 16
+    while nbytes % a:
+        a //= 2
+    return a
+
+
+_COMMON = r"""
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+#define FULL 0xffffffffu
+#define NEG_INF __int_as_float(0xff800000)
+#define E (D / 32)
+
+template <int T> __device__ __forceinline__ float ldf(const void* p, long long i);
+template <> __device__ __forceinline__ float ldf<0>(const void* p, long long i) {
+    return ((const float*)p)[i];
+}
+template <> __device__ __forceinline__ float ldf<1>(const void* p, long long i) {
+    u16 h = ((const u16*)p)[i];
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+template <> __device__ __forceinline__ float ldf<2>(const void* p, long long i) {
+    u16 h = ((const u16*)p)[i];
+    return __uint_as_float(((u32)h) << 16);
+}
+
+template <int T> __device__ __forceinline__ void stf(void* p, long long i, float v);
+template <> __device__ __forceinline__ void stf<0>(void* p, long long i, float v) {
+    ((float*)p)[i] = v;
+}
+template <> __device__ __forceinline__ void stf<1>(void* p, long long i, float v) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    ((u16*)p)[i] = h;
+}
+template <> __device__ __forceinline__ void stf<2>(void* p, long long i, float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    ((u16*)p)[i] = h;
+}
+
+__device__ __forceinline__ u16 f2h(float v) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    return h;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(FULL, v, m);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL, v, m));
+    return v;
+}
+
+// Unnormalised Walsh-Hadamard transform of the D values held E per lane
+// (lane l holds coordinates l*E .. l*E+E-1); strides 1, 2, 4, ... as in NumPy.
+__device__ __forceinline__ void warp_fwht(float* x, int lane) {
+#pragma unroll
+    for (int h = 1; h < E; h <<= 1) {
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+            if ((e & h) == 0) {
+                float a = x[e], b = x[e + h];
+                x[e] = a + b;
+                x[e + h] = a - b;
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 1; m < 32; m <<= 1) {
+        bool upper = (lane & m) != 0;
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+            float o = __shfl_xor_sync(FULL, x[e], m);
+            x[e] = upper ? (o - x[e]) : (x[e] + o);
+        }
+    }
+}
+"""
+
+_ENCODE = r"""
+// coordinate held at stream position i (see codec.key_stream_order / value_stream_order)
+__device__ __forceinline__ int key_dim(int i) {
+    int c = i / (D / 4), r = i % (D / 4);
+    int k = r >> 2, q = r & 3;
+    return 16 * k + 2 * c + (q & 1) + 8 * (q >> 1);
+}
+__device__ __forceinline__ int value_dim(int i) {
+    int g = i / (D / 8), r = i % (D / 8);
+    return 16 * (r >> 1) + g + 8 * (r & 1);
+}
+
+template <int BITS, int ISV>
+__device__ __forceinline__ void encode_row(
+    const void* __restrict__ src, long long row, const float* __restrict__ signs,
+    const float* __restrict__ bnd, const float* __restrict__ cent,
+    u8* __restrict__ dst, float* __restrict__ scale_dst, u8* sc, int lane, int nc,
+    const float* __restrict__ off)
+{
+    float x[E];
+    float ss = 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+        x[e] = ldf<XT>(src, row * D + lane * E + e);
+        if (!ISV) x[e] -= off[lane * E + e];
+        ss = fmaf(x[e], x[e], ss);
+    }
+    ss = warp_sum(ss);
+    float nrm = sqrtf(ss);
+#pragma unroll
+    for (int e = 0; e < E; ++e) x[e] *= signs[lane * E + e];
+    warp_fwht(x, lane);
+    float safe = nrm > 0.f ? nrm : 1.f;
+    float cs = 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) {
+        float u = __fdiv_rn(__fmul_rn(x[e], RSQ), safe);
+        int c = 0;
+#pragma unroll
+        for (int i = 0; i < (1 << BITS) - 1; ++i) c += (u >= bnd[i]) ? 1 : 0;
+        sc[lane * E + e] = (u8)c;
+        float cv = cent[c];
+        cs = fmaf(cv, cv, cs);
+    }
+    cs = warp_sum(cs);
+    float scale = nrm;
+    if (nc) scale = cs > 0.f ? __fdiv_rn(nrm, sqrtf(cs)) : 0.f;
+    __syncwarp();
+    const int ROW = D * BITS / 8;
+    for (int k = lane; k < ROW; k += 32) {
+        u32 byte = 0;
+#pragma unroll
+        for (int bit = 0; bit < 8; ++bit) {
+            int s = 8 * k + bit;
+            int i = s / BITS, p = s - i * BITS;
+            int dim = ISV ? value_dim(i) : key_dim(i);
+            byte |= (u32)((sc[dim] >> p) & 1) << bit;
+        }
+        dst[k] = (u8)byte;
+    }
+    if (lane == 0) *scale_dst = scale;
+    __syncwarp();
+}
+
+// grid: (ceil(B*H*Tn / 8), 2); block: 256 threads (8 warps, one row each)
+extern "C" __global__ void __launch_bounds__(256) tq_encode(
+    const void* __restrict__ kx, const void* __restrict__ vx,
+    const int* __restrict__ start, const int* __restrict__ n_valid,
+    int B, int H, int Tn, int cap,
+    u8* __restrict__ kcodes, float* __restrict__ kscale,
+    u8* __restrict__ vcodes, float* __restrict__ vscale,
+    const float* __restrict__ ksigns, const float* __restrict__ vsigns,
+    const float* __restrict__ kbnd, const float* __restrict__ vbnd,
+    const float* __restrict__ kcent, const float* __restrict__ vcent,
+    const float* __restrict__ koff, int nc)
+{
+    __shared__ u8 sc_all[8][D];
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    long long row = (long long)blockIdx.x * 8 + warp;
+    if (row >= (long long)B * H * Tn) return;
+    int t = (int)(row % Tn);
+    long long bh = row / Tn;
+    int b = (int)(bh / H);
+    if (t >= n_valid[b]) return;
+    long long pos = bh * cap + start[b] + t;
+    if (blockIdx.y == 0) {
+        encode_row<KB, 0>(kx, row, ksigns, kbnd, kcent, kcodes + pos * (D * KB / 8),
+                          kscale + pos, sc_all[warp], lane, nc, koff + bh * D);
+    } else {
+        encode_row<VB, 1>(vx, row, vsigns, vbnd, vcent, vcodes + pos * (D * VB / 8),
+                          vscale + pos, sc_all[warp], lane, nc, koff);
+    }
+}
+"""
+
+_ATTEND = r"""
+#define NKT (D / 16)
+#define KCH (D * KB / 32)
+#define VCH (D * VB / 64)
+#define KROW (D * KB / 8)
+#define VROW (D * VB / 8)
+#define KW ((KCH + 3) / 4 + 1)
+#define VW ((VCH + 3) / 4 + 1)
+#define NH ((G + 7) / 8)
+#define NMT (TT / 16)
+#define KENT (1 << (2 * KB))
+#define VENT (1 << (2 * VB))
+// lookup tables: entry e of a table, copy for lane l, at byte e * LSTRIDE + l * 4 (+ 128 for
+// the value table when it differs), so every lane reads its own bank
+#define LUT256 (KB == 4 && VB == 4 && WIDE)
+#define LSTRIDE (LUT256 ? 256 : ((KB == VB) ? 128 : 256))
+#define LENT ((KENT > VENT) ? KENT : VENT)
+#define LUT_BYTES (LENT * LSTRIDE)
+#define VTAB_OFF ((KB == VB) ? 0 : 128)
+#define STAGE (TT * (KROW + VROW + 8))
+#define KREG 0
+#define VREG (TT * KROW)
+#define NREG (TT * (KROW + VROW))
+#define VSWZ (VROW == 64)
+
+__device__ __forceinline__ u32 lds32(u32 a) {
+    u32 v;
+    asm volatile("ld.shared.b32 %0, [%1];" : "=r"(v) : "r"(a));
+    return v;
+}
+__device__ __forceinline__ float ldsf(u32 a) {
+    float v;
+    asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(a));
+    return v;
+}
+__device__ __forceinline__ void sts16(u32 a, u16 v) {
+    asm volatile("st.shared.u16 [%0], %1;" :: "r"(a), "h"(v));
+}
+
+// NB bytes at shared address a (aligned to AL) into little-endian words w
+template <int NB, int AL>
+__device__ __forceinline__ void lds_chunk(u32 a, u32* w) {
+#pragma unroll
+    for (int i = 0; i < (NB + 3) / 4 + 1; ++i) w[i] = 0u;
+    if (AL == 16) {
+#pragma unroll
+        for (int i = 0; i < NB / 16; ++i)
+            asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];"
+                         : "=r"(w[4 * i]), "=r"(w[4 * i + 1]), "=r"(w[4 * i + 2]),
+                           "=r"(w[4 * i + 3]) : "r"(a + 16 * i));
+    } else if (AL == 8) {
+#pragma unroll
+        for (int i = 0; i < NB / 8; ++i)
+            asm volatile("ld.shared.v2.b32 {%0,%1}, [%2];"
+                         : "=r"(w[2 * i]), "=r"(w[2 * i + 1]) : "r"(a + 8 * i));
+    } else if (AL == 4) {
+#pragma unroll
+        for (int i = 0; i < NB / 4; ++i) w[i] = lds32(a + 4 * i);
+    } else if (AL == 2) {
+#pragma unroll
+        for (int i = 0; i < NB / 2; ++i) {
+            u16 h;
+            asm volatile("ld.shared.u16 %0, [%1];" : "=h"(h) : "r"(a + 2 * i));
+            w[i >> 1] |= ((u32)h) << (16 * (i & 1));
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < NB; ++i) {
+            u32 bt;
+            asm volatile("ld.shared.u8 %0, [%1];" : "=r"(bt) : "r"(a + i));
+            w[i >> 2] |= bt << (8 * (i & 3));
+        }
+    }
+}
+
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
+    u32 r;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+    return r;
+}
+
+// byte offset in the lookup table of field f (FW bits) of the bit stream in words w,
+// for this lane (lane4 = 4 * lane)
+template <int FW>
+__device__ __forceinline__ u32 lut_off(const u32* w, int f, u32 lane4) {
+    const int bit = f * FW;
+    const int wi = bit >> 5, sh = bit & 31;
+    if (LSTRIDE == 256 && FW == 8) {
+        // byte sh/8 of w[wi] -> bits 8..15, lane4 -> bits 0..7, zeros above
+        return prmt(w[wi], lane4, 0x5504u | ((u32)(sh >> 3) << 4));
+    }
+    const int LS = (LSTRIDE == 256) ? 8 : 7;
+    u32 x;
+    if (sh + FW > 32) {
+        x = __funnelshift_r(w[wi], w[wi + 1], sh) << LS;
+    } else if (sh >= LS) {
+        x = w[wi] >> (sh - LS);
+    } else {
+        x = w[wi] << (LS - sh);
+    }
+    return (x & (((1u << FW) - 1u) << LS)) | lane4;
+}
+
+__device__ __forceinline__ u32 pack_h2(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ u32 transpose8x8(u32 a) {
+    u32 r;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(a));
+    return r;
+}
+
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_wait() {
+    asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory");
+}
+
+// value row r, 8-byte unit u, within a stage: rows of 64 bytes are placed so that the
+// 16 lanes of one shared-memory wavefront hit 32 different banks
+__device__ __forceinline__ u32 vpos(int r, int u) {
+    if (VSWZ) return (u32)((r ^ ((r >> 1) & 1)) * 64 + ((u ^ (((r >> 2) & 1) * 4)) * 8));
+    return (u32)(r * VROW + u * VCH);
+}
+
+// copy one tile (TT tokens: key codes, value codes, key scales, value scales) into a stage
+__device__ __forceinline__ void issue_tile(u32 st, const u8* kb, const u8* vb, const float* ksb,
+                                           const float* vsb, int t0, int lane) {
+    const u8* ks = kb + (long long)t0 * KROW;
+    const u8* vs = vb + (long long)t0 * VROW;
+    const int NKC = TT * KROW / 16, NVC = TT * VROW / 16;
+#pragma unroll
+    for (int j = 0; j < (NKC + 31) / 32; ++j) {
+        const int c = lane + 32 * j;
+        if (NKC % 32 == 0 || c < NKC) cp_async16(st + KREG + 16 * c, ks + 16 * c);
+    }
+#pragma unroll
+    for (int j = 0; j < (NVC + 31) / 32; ++j) {
+        const int c = lane + 32 * j;
+        if (NVC % 32 == 0 || c < NVC) {
+            const u32 dst = VSWZ ? vpos(c >> 2, 2 * (c & 3)) : (u32)(16 * c);
+            cp_async16(st + VREG + dst, vs + 16 * c);
+        }
+    }
+    if (lane < TT / 4) cp_async16(st + NREG + 16 * lane, ksb + t0 + 4 * lane);
+    else if (lane < TT / 2)
+        cp_async16(st + NREG + TT * 4 + 16 * (lane - TT / 4), vsb + t0 + 4 * (lane - TT / 4));
+}
+
+// grid: persistent, any size; block: NW warps; dynamic shared memory:
+// LUT_BYTES of tables, per warp NS stages of STAGE bytes, per warp 8 * NH * D halves of
+// rotated queries.
+extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
+    const void* __restrict__ q,
+    const u8* __restrict__ kcodes, const float* __restrict__ kscale,
+    const u8* __restrict__ vcodes, const float* __restrict__ vscale,
+    const int* __restrict__ lengths,
+    int B, int H, int cap, int S, int C, float qscale,
+    const float* __restrict__ ksigns,
+    const u32* __restrict__ klut, const u32* __restrict__ vlut,
+    float* __restrict__ part_acc, float* __restrict__ part_ml)
+{
+    extern __shared__ __align__(16) u8 smem[];
+    const u32 sbase = (u32)__cvta_generic_to_shared(smem);
+    {   // fill the replicated tables, four lanes' copies per 16-byte store
+        u32* tab = (u32*)smem;
+        for (int i = threadIdx.x; i < KENT * 8; i += blockDim.x) {
+            const u32 v = klut[i >> 3];
+            *(uint4*)(tab + (i >> 3) * (LSTRIDE / 4) + 4 * (i & 7)) = make_uint4(v, v, v, v);
+        }
+        if (KB != VB) {
+            for (int i = threadIdx.x; i < VENT * 8; i += blockDim.x) {
+                const u32 v = vlut[i >> 3];
+                *(uint4*)(tab + (i >> 3) * (LSTRIDE / 4) + VTAB_OFF / 4 + 4 * (i & 7)) =
+                    make_uint4(v, v, v, v);
+            }
+        }
+    }
+    __syncthreads();
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, tig = lane & 3;
+    const u32 lane4 = 4u * lane;
+    const u32 ktab = sbase, vtab = sbase + VTAB_OFF;
+    const u32 ring = sbase + LUT_BYTES + warp * (NS * STAGE);
+    u16* qs = (u16*)(smem + LUT_BYTES + NW * NS * STAGE) + warp * (8 * NH * D);
+    // per-lane offsets inside a stage (independent of the tile)
+    const u32 koff = g * KROW + tig * KCH;
+    u32 voff[NMT][4];
+#pragma unroll
+    for (int w = 0; w < NMT; ++w)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            voff[w][j] = VREG + vpos(16 * w + 2 * tig + (j & 1) + 8 * (j >> 1), g);
+    float qsg[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) qsg[e] = ksigns[lane * E + e];
+    const int n_items = B * H * S;
+
+    for (int item = blockIdx.x * NW + warp; item < n_items; item += gridDim.x * NW) {
+        const int s = item % S;
+        const int bh = item / S;
+        const int b = bh / H;
+        const int len = lengths[b];
+        const int t_begin = s * C;
+        const int t_end = min(t_begin + C, len);
+        float* ml = part_ml + (long long)item * G * 2;
+        if (t_begin >= t_end) {
+            if (lane < G) { ml[2 * lane] = NEG_INF; ml[2 * lane + 1] = 0.f; }
+            continue;
+        }
+        const u8* kb = kcodes + (long long)bh * cap * KROW;
+        const u8* vb = vcodes + (long long)bh * cap * VROW;
+        const float* ksb = kscale + (long long)bh * cap;
+        const float* vsb = vscale + (long long)bh * cap;
+        // start fetching the first tiles, then rotate the queries while they arrive
+#pragma unroll
+        for (int p = 0; p < NS - 1; ++p) {
+            if (t_begin + p * TT < t_end)
+                issue_tile(ring + p * STAGE, kb, vb, ksb, vsb, t_begin + p * TT, lane);
+            cp_commit();
+        }
+        // rotate and pre-scale the G query heads (fp16, this warp's query buffer);
+        // the loads of 8 heads are issued together so their latencies overlap
+#pragma unroll 1
+        for (int jb = 0; jb < NH; ++jb) {
+            float x[8][E];
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj) {
+                const int j = 8 * jb + jj;
+                const long long base = ((long long)bh * G + j) * D + lane * E;
+#pragma unroll
+                for (int e = 0; e < E; ++e) x[jj][e] = (j < G) ? ldf<QT>(q, base + e) : 0.f;
+            }
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj) {
+#pragma unroll
+                for (int e = 0; e < E; ++e) x[jj][e] *= qsg[e];
+                warp_fwht(x[jj], lane);
+#pragma unroll
+                for (int e = 0; e < E; ++e)
+                    qs[(8 * jb + jj) * D + lane * E + e] = f2h(x[jj][e] * qscale);
+            }
+        }
+        __syncwarp();
+        // B operand of S = Khat Q^T: (dims x heads), this lane: head g, dims 2tig(+1), +8(+9)
+        u32 qb[NH][NKT][2];
+#pragma unroll
+        for (int nh = 0; nh < NH; ++nh)
+#pragma unroll
+            for (int kt = 0; kt < NKT; ++kt) {
+                qb[nh][kt][0] = *(const u32*)(qs + (nh * 8 + g) * D + kt * 16 + 2 * tig);
+                qb[nh][kt][1] = *(const u32*)(qs + (nh * 8 + g) * D + kt * 16 + 2 * tig + 8);
+            }
+        __syncwarp();
+
+        float acc[NH][NKT][4];
+#pragma unroll
+        for (int nh = 0; nh < NH; ++nh)
+#pragma unroll
+            for (int mt = 0; mt < NKT; ++mt)
+#pragma unroll
+                for (int r = 0; r < 4; ++r) acc[nh][mt][r] = 0.f;
+        float m_run[NH][2], l_run[NH][2];
+#pragma unroll
+        for (int nh = 0; nh < NH; ++nh) {
+            m_run[nh][0] = m_run[nh][1] = NEG_INF;
+            l_run[nh][0] = l_run[nh][1] = 0.f;
+        }
+
+        int stage = 0;
+#pragma unroll 1
+        for (int t0 = t_begin; t0 < t_end; t0 += TT) {
+            {
+                const int tn = t0 + (NS - 1) * TT;
+                int sn = stage + NS - 1;
+                if (sn >= NS) sn -= NS;
+                if (tn < t_end) issue_tile(ring + sn * STAGE, kb, vb, ksb, vsb, tn, lane);
+                cp_commit();
+            }
+            cp_wait<NS - 1>();
+            __syncwarp();
+            const u32 st = ring + stage * STAGE;
+            const bool full = t0 + TT <= t_end;
+
+            // scores S (tokens x heads) = Khat (tokens x dims) * Q^T (dims x heads)
+            float sc[NMT][NH][4];
+#pragma unroll
+            for (int mk = 0; mk < NMT; ++mk) {
+                u32 kw0[KW], kw1[KW];
+                lds_chunk<KCH, KAL>(st + KREG + koff + (16 * mk) * KROW, kw0);
+                lds_chunk<KCH, KAL>(st + KREG + koff + (16 * mk + 8) * KROW, kw1);
+#pragma unroll
+                for (int nh = 0; nh < NH; ++nh)
+                    sc[mk][nh][0] = sc[mk][nh][1] = sc[mk][nh][2] = sc[mk][nh][3] = 0.f;
+#pragma unroll
+                for (int kt = 0; kt < NKT; ++kt) {
+                    const u32 a0 = lds32(ktab + lut_off<2 * KB>(kw0, 2 * kt, lane4));
+                    const u32 a1 = lds32(ktab + lut_off<2 * KB>(kw1, 2 * kt, lane4));
+                    const u32 a2 = lds32(ktab + lut_off<2 * KB>(kw0, 2 * kt + 1, lane4));
+                    const u32 a3 = lds32(ktab + lut_off<2 * KB>(kw1, 2 * kt + 1, lane4));
+#pragma unroll
+                    for (int nh = 0; nh < NH; ++nh)
+                        mma16816(sc[mk][nh], a0, a1, a2, a3, qb[nh][kt][0], qb[nh][kt][1]);
+                }
+            }
+            // key scales (rows = tokens g, g + 8 of each 16), mask, per-head tile max
+            float kn[NMT][2], vn[NMT][2];
+#pragma unroll
+            for (int mk = 0; mk < NMT; ++mk) {
+                kn[mk][0] = ldsf(st + NREG + 4 * (16 * mk + g));
+                kn[mk][1] = ldsf(st + NREG + 4 * (16 * mk + g + 8));
+                vn[mk][0] = ldsf(st + NREG + TT * 4 + 4 * (16 * mk + g));
+                vn[mk][1] = ldsf(st + NREG + TT * 4 + 4 * (16 * mk + g + 8));
+            }
+            float tmax[NH][2];
+#pragma unroll
+            for (int nh = 0; nh < NH; ++nh) tmax[nh][0] = tmax[nh][1] = NEG_INF;
+#pragma unroll
+            for (int mk = 0; mk < NMT; ++mk) {
+                const bool v0 = full || t0 + 16 * mk + g < t_end;
+                const bool v1 = full || t0 + 16 * mk + g + 8 < t_end;
+#pragma unroll
+                for (int nh = 0; nh < NH; ++nh) {
+                    float* c = sc[mk][nh];
+                    c[0] = v0 ? c[0] * kn[mk][0] : NEG_INF;
+                    c[1] = v0 ? c[1] * kn[mk][0] : NEG_INF;
+                    c[2] = v1 ? c[2] * kn[mk][1] : NEG_INF;
+                    c[3] = v1 ? c[3] * kn[mk][1] : NEG_INF;
+                    tmax[nh][0] = fmaxf(tmax[nh][0], fmaxf(c[0], c[2]));
+                    tmax[nh][1] = fmaxf(tmax[nh][1], fmaxf(c[1], c[3]));
+                }
+            }
+            float alpha[NH][2];
+            bool rescale = false;
+#pragma unroll
+            for (int nh = 0; nh < NH; ++nh)
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    float m = tmax[nh][r];
+                    m = fmaxf(m, __shfl_xor_sync(FULL, m, 4));
+                    m = fmaxf(m, __shfl_xor_sync(FULL, m, 8));
+                    m = fmaxf(m, __shfl_xor_sync(FULL, m, 16));
+                    const float mn = fmaxf(m_run[nh][r], m);
+                    alpha[nh][r] = ex2(m_run[nh][r] - mn);
+                    rescale |= mn != m_run[nh][r];
+                    m_run[nh][r] = mn;
+                }
+            // probabilities times value scales, as the B operand (tokens x heads) of O^T
+            u32 pb[NMT][NH][2];
+#pragma unroll
+            for (int mk = 0; mk < NMT; ++mk) {
+                const bool v0 = full || t0 + 16 * mk + g < t_end;
+                const bool v1 = full || t0 + 16 * mk + g + 8 < t_end;
+#pragma unroll
+                for (int nh = 0; nh < NH; ++nh) {
+                    const float* c = sc[mk][nh];
+                    const float p0 = ex2(c[0] - m_run[nh][0]);
+                    const float p1 = ex2(c[1] - m_run[nh][1]);
+                    const float p2 = ex2(c[2] - m_run[nh][0]);
+                    const float p3 = ex2(c[3] - m_run[nh][1]);
+                    l_run[nh][0] = (mk == 0 ? l_run[nh][0] * alpha[nh][0] : l_run[nh][0]) + p0 + p2;
+                    l_run[nh][1] = (mk == 0 ? l_run[nh][1] * alpha[nh][1] : l_run[nh][1]) + p1 + p3;
+                    const float w0 = v0 ? vn[mk][0] : 0.f, w1 = v1 ? vn[mk][1] : 0.f;
+                    pb[mk][nh][0] = transpose8x8(pack_h2(p0 * w0, p1 * w0));
+                    pb[mk][nh][1] = transpose8x8(pack_h2(p2 * w1, p3 * w1));
+                }
+            }
+            if (__any_sync(FULL, rescale)) {
+#pragma unroll
+                for (int nh = 0; nh < NH; ++nh)
+#pragma unroll
+                    for (int mt = 0; mt < NKT; ++mt) {
+                        acc[nh][mt][0] *= alpha[nh][0]; acc[nh][mt][1] *= alpha[nh][1];
+                        acc[nh][mt][2] *= alpha[nh][0]; acc[nh][mt][3] *= alpha[nh][1];
+                    }
+            }
+            // O^T (dims x heads) += Vhat^T (dims x tokens) * P^T (tokens x heads)
+#pragma unroll
+            for (int w = 0; w < NMT; ++w) {
+                u32 vw[4][VW];
+#pragma unroll
+                for (int j = 0; j < 4; ++j) lds_chunk<VCH, VAL>(st + voff[w][j], vw[j]);
+#pragma unroll
+                for (int mt = 0; mt < NKT; ++mt) {
+                    const u32 x0 = lds32(vtab + lut_off<2 * VB>(vw[0], mt, lane4));
+                    const u32 x1 = lds32(vtab + lut_off<2 * VB>(vw[1], mt, lane4));
+                    const u32 x2 = lds32(vtab + lut_off<2 * VB>(vw[2], mt, lane4));
+                    const u32 x3 = lds32(vtab + lut_off<2 * VB>(vw[3], mt, lane4));
+                    const u32 a0 = prmt(x0, x1, 0x5410u), a1 = prmt(x0, x1, 0x7632u);
+                    const u32 a2 = prmt(x2, x3, 0x5410u), a3 = prmt(x2, x3, 0x7632u);
+#pragma unroll
+                    for (int nh = 0; nh < NH; ++nh)
+                        mma16816(acc[nh][mt], a0, a1, a2, a3, pb[w][nh][0], pb[w][nh][1]);
+                }
+            }
+            __syncwarp();
+            stage = (stage + 1 == NS) ? 0 : stage + 1;
+        }
+        cp_wait<0>();
+        __syncwarp();
+        // per-item results: running max and sum per head, un-normalised output
+#pragma unroll
+        for (int nh = 0; nh < NH; ++nh)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                float l = l_run[nh][r];
+                l += __shfl_xor_sync(FULL, l, 4);
+                l += __shfl_xor_sync(FULL, l, 8);
+                l += __shfl_xor_sync(FULL, l, 16);
+                const int head = nh * 8 + 2 * tig + r;
+                if (g == 0 && head < G) {
+                    ml[2 * head] = m_run[nh][r];
+                    ml[2 * head + 1] = l;
+                }
+            }
+        float* pa = part_acc + (long long)item * G * D;
+#pragma unroll
+        for (int nh = 0; nh < NH; ++nh) {
+            const int h0 = 8 * nh + 2 * tig, h1 = h0 + 1;
+#pragma unroll
+            for (int mt = 0; mt < NKT; ++mt) {
+                const int d0 = 16 * mt + g, d1 = d0 + 8;
+                if (h0 < G) { pa[h0 * D + d0] = acc[nh][mt][0]; pa[h0 * D + d1] = acc[nh][mt][2]; }
+                if (h1 < G) { pa[h1 * D + d0] = acc[nh][mt][1]; pa[h1 * D + d1] = acc[nh][mt][3]; }
+            }
+        }
+    }
+}
+"""
+
+_MERGE = r"""
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// grid: B * H * G blocks (one per query head); block: 256 threads (8 warps). Warp w
+// takes splits w, w + 8, ... in batches of 8 whose loads are issued together, keeping a
+// running max; the warps' results are combined with their maxima.
+extern "C" __global__ void __launch_bounds__(256) tq_merge(
+    const float* __restrict__ part_acc, const float* __restrict__ part_ml,
+    int S, const float* __restrict__ vsigns, void* __restrict__ out)
+{
+    __shared__ float red[8][D];
+    __shared__ float lred[8], mred[8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const long long qh = blockIdx.x;           // = (b * H + h) * G + j
+    const long long bh = qh / G;
+    const int j = (int)(qh % G);
+    const long long item0 = bh * S;
+    float x[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) x[e] = 0.f;
+    float l = 0.f, mx = NEG_INF;
+#pragma unroll 1
+    for (int s0 = warp; s0 < S; s0 += 64) {
+        float m[8], lv[8], a[8][E];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const int s = s0 + 8 * u;
+            const long long it = (item0 + (s < S ? s : 0)) * G + j;
+            m[u] = s < S ? part_ml[it * 2] : NEG_INF;
+            lv[u] = part_ml[it * 2 + 1];
+#pragma unroll
+            for (int e = 0; e < E; ++e) a[u][e] = part_acc[it * D + lane * E + e];
+        }
+        float mb = mx;
+#pragma unroll
+        for (int u = 0; u < 8; ++u) mb = fmaxf(mb, m[u]);
+        if (mb == NEG_INF) continue;
+        const float r = ex2(mx - mb);  // 0 while mx is -inf
+        l *= r;
+#pragma unroll
+        for (int e = 0; e < E; ++e) x[e] *= r;
+        mx = mb;
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+            const float w = (m[u] == NEG_INF) ? 0.f : ex2(m[u] - mx);
+            l += (w > 0.f) ? w * lv[u] : 0.f;
+#pragma unroll
+            for (int e = 0; e < E; ++e) x[e] += (w > 0.f) ? w * a[u][e] : 0.f;
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < E; ++e) red[warp][lane * E + e] = x[e];
+    if (lane == 0) { lred[warp] = l; mred[warp] = mx; }
+    __syncthreads();
+    if (warp != 0) return;
+    float mall = NEG_INF;
+#pragma unroll
+    for (int w = 0; w < 8; ++w) mall = fmaxf(mall, mred[w]);
+    l = 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e) x[e] = 0.f;
+    if (mall != NEG_INF) {
+#pragma unroll
+        for (int w = 0; w < 8; ++w) {
+            const float r = (mred[w] == NEG_INF) ? 0.f : ex2(mred[w] - mall);
+            l += r * lred[w];
+#pragma unroll
+            for (int e = 0; e < E; ++e) x[e] += r * red[w][lane * E + e];
+        }
+    }
+    warp_fwht(x, lane);
+    const float inv = l > 0.f ? RSQ / l : 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e)
+        stf<OT>(out, qh * D + lane * E + e, x[e] * inv * vsigns[lane * E + e]);
+}
+"""
+
+
+def _defines(**kw) -> str:
+    return "".join(f"#define {k} {v}\n" for k, v in kw.items())
+
+
+def _rsq(d: int) -> str:
+    # the exact float32 value NumPy multiplies by, written as a hex float bit pattern
+    bits = int(np.array(np.float32(1.0 / np.sqrt(d))).view(np.uint32))
+    return f"__int_as_float({bits:#x})"
+
+
+def encode_source(d: int, key_bits: int, value_bits: int, xt: int) -> str:
+    """Source of ``tq_encode`` for one geometry and input dtype code."""
+    head = _defines(D=d, KB=key_bits, VB=value_bits, XT=xt, RSQ=_rsq(d))
+    return head + _COMMON + _ENCODE
+
+
+def attend_smem(d: int, key_bits: int, value_bits: int, group: int, warps: int, tile: int,
+                stages: int, wide: bool) -> int:
+    """Dynamic shared memory (bytes) of ``tq_attend``: tables plus the warps' rings."""
+    lstride = 256 if (key_bits == value_bits == 4 and wide) or key_bits != value_bits else 128
+    lut = (1 << (2 * max(key_bits, value_bits))) * lstride
+    stage = tile * (d * key_bits // 8 + d * value_bits // 8 + 8)
+    return lut + warps * stages * stage + warps * 8 * ((group + 7) // 8) * d * 2
+
+
+def attend_source(d: int, key_bits: int, value_bits: int, group: int, qt: int,
+                  warps: int, tile: int, stages: int, wide: bool = True) -> str:
+    """Source of ``tq_attend`` for one geometry, query group size and dtype.
+
+    ``warps`` per block, ``tile`` tokens per warp iteration (16, 32 or 64),
+    ``stages`` tiles in each warp's ``cp.async`` ring (2 or more); ``wide``
+    spaces the 4/4-bit lookup table entries 256 bytes apart so one byte
+    permute forms a lookup address (64 KiB of tables instead of 32).
+    """
+    head = _defines(
+        D=d, KB=key_bits, VB=value_bits, G=group, QT=qt, NW=warps, TT=tile, NS=stages,
+        WIDE=int(bool(wide)),
+        KAL=chunk_align(d * key_bits // 32), VAL=chunk_align(d * value_bits // 64),
+    )
+    return head + _COMMON + _ATTEND
+
+
+def merge_source(d: int, group: int, ot: int) -> str:
+    """Source of ``tq_merge`` for one head dim, group size and output dtype."""
+    head = _defines(D=d, G=group, OT=ot, RSQ=_rsq(d))
+    return head + _COMMON + _MERGE
