@@ -25,6 +25,15 @@ Encoding a vector ``x`` (float32, dimension d):
    The norm ``n`` is stored as float32 for the "ip" and "l2" metrics; "cosine"
    normalises vectors, so it stores none.
 
+4. Centering (``center=True``, "l2" and "cosine" only): a mean ``mu`` is
+   subtracted first, ``x - mu`` is coded as above, and its norm stored. The
+   index then ranks by the distance identity ``||q - x||^2 = ||q - mu||^2 +
+   ||x - mu||^2 - 2 <q - mu, x - mu>`` with the query centred too: the
+   estimate's error scales with the part of ``q - mu`` orthogonal to
+   ``x - mu``, which is small for the near neighbours that decide a ranking
+   (RaBitQ's centroid trick). For cosine the identity runs on normalised
+   vectors.
+
 Byte layout of one code (``sa_encode``): index bytes ``ceil(d * b' / 8)``
 (``b' = b - qjl``), sign bytes ``ceil(d / 8)`` if qjl, then the norm (4 bytes,
 little-endian float32) if stored, then the gain (2 bytes, little-endian uint16)
@@ -86,10 +95,13 @@ class TurboQuantCodec:
     qjl_matrix : float32 (d, d), optional
         The QJL projection ``S`` (drawn from ``seed`` when omitted).
     seed : int
+    center : bool
+        Code ``x - mean`` (see the module docstring); the mean is set by
+        :meth:`fit_mean` before the first vectors are coded.
     """
 
     def __init__(self, d, bits, metric, qjl, rotation: Rotation, estimator="corrected",
-                 qjl_matrix=None, seed=0):
+                 qjl_matrix=None, seed=0, center=False):
         self.d = d
         self.bits = bits
         self.metric = metric
@@ -114,15 +126,34 @@ class TurboQuantCodec:
         self.index_bytes = (d * self.index_bits + 7) // 8
         self.sign_bytes = (d + 7) // 8 if qjl else 0
         self.code_bytes = self.index_bytes + self.sign_bytes
-        self.has_norms = metric != "cosine"
+        self.center = bool(center)
+        self.mean = np.zeros(d, dtype=np.float32) if self.center else None
+        # "distance form": rank by 2 n s - n^2 (l2, and centred cosine)
+        self.distance_form = metric == "l2" or self.center
+        self.has_norms = metric != "cosine" or self.center
         self.has_gains = self.estimator != "mse"
         # The corrected estimator is invariant to the scale of c(u), so each
         # vector may pick the rescaled grid that best keeps its direction.
         self.scales = SCALE_SEARCH if self.estimator == "corrected" else np.ones(1, np.float32)
 
     @classmethod
-    def create(cls, d, bits, metric, qjl, rotation, estimator, seed):
-        return cls(d, bits, metric, qjl, make_rotation(rotation, d, seed), estimator, seed=seed)
+    def create(cls, d, bits, metric, qjl, rotation, estimator, seed, center=False):
+        return cls(d, bits, metric, qjl, make_rotation(rotation, d, seed), estimator, seed=seed,
+                   center=center)
+
+    def fit_mean(self, x: np.ndarray) -> None:
+        """Set the centering mean from float32 (n, d) vectors (normalised first for cosine)."""
+        if self.metric == "cosine":
+            x, _ = self.normalize(x)
+        self.mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+    def _centred(self, x: np.ndarray) -> np.ndarray:
+        """Vectors as the codes see them: normalised for cosine, minus the mean if centring."""
+        if self.metric == "cosine":
+            x, _ = self.normalize(x)
+        if self.center:
+            x = x - self.mean
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     # -- sizes ---------------------------------------------------------------
     @property
@@ -159,6 +190,7 @@ class TurboQuantCodec:
     def encode(self, x: np.ndarray) -> EncodedBatch:
         """Code float32 (n, d) vectors (already validated)."""
         n = x.shape[0]
+        x = self._centred(x)
         matrix_t = self.rotation.matrix_t_or_none()
         if matrix_t is None:
             x = self.rotation.apply(x)  # large-d Hadamard: O(d log d) transform first
@@ -193,9 +225,10 @@ class TurboQuantCodec:
     def decode(self, batch: EncodedBatch) -> np.ndarray:
         """Reconstructions ``x_hat`` (float32 (n, d)) whose inner products are the estimates.
 
-        For every estimator ``<q, x_hat>`` equals the score the index computes
-        for query ``q`` (up to float rounding), so reconstructions and search
-        agree. For "mse" this is the paper's ``n R^T c(u)``.
+        For every estimator ``<q, x_hat>`` (``<q - mu, x_hat - mu>`` when
+        centring) equals the inner-product estimate the index ranks with, so
+        reconstructions and search agree. For "mse" this is the paper's
+        ``n R^T c(u)``.
         """
         c = self.centroids[self.indices(batch.codes)] if self.index_bits > 0 else None
         n = batch.codes.shape[0]
@@ -213,6 +246,8 @@ class TurboQuantCodec:
         x = self.rotation.inverse(np.ascontiguousarray(c, dtype=np.float32))
         if self.has_norms:
             x *= batch.norms[:, None]
+        if self.center:
+            x += self.mean
         return x
 
     # -- queries -------------------------------------------------------------
@@ -224,12 +259,12 @@ class TurboQuantCodec:
         y : float32 (nq, d)
         y_sign : float32 (nq, d) or (nq, 0)
         sq_norms : float32 (nq,)
-            ``||q||^2`` (distances for L2 are ``||q||^2 - similarity``).
+            ``||q - mu||^2`` (``mu = 0`` without centring); in the distance
+            form, ``||q - x||^2 = sq_norms - similarity``.
         """
-        if self.metric == "cosine":
-            xq, _ = self.normalize(xq)
+        xq = self._centred(xq)
         sq_norms = np.einsum("ij,ij->i", xq, xq).astype(np.float32)
-        y = self.rotation.apply(np.ascontiguousarray(xq, dtype=np.float32))
+        y = self.rotation.apply(xq)
         if self.qjl:
             y_sign = np.ascontiguousarray(y @ self.qjl_matrix.T)
         else:

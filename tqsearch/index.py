@@ -49,6 +49,14 @@ class TurboQuantIndex:
     keep_vectors : {None, "float32", "float16"}, default None
         Also keep the original vectors (cosine: normalised) so that
         ``search(..., rerank=F)`` can re-score ``F * k`` candidates exactly.
+    center : bool, optional
+        Code vectors relative to their mean ("l2" and "cosine" only): ranks
+        with the error of ``q - mean`` against ``x - mean``, which is much
+        smaller for near neighbours of data that is not centred (SIFT-like
+        descriptors, most text embeddings). The mean is taken by
+        :meth:`train`, or from the first batch added. Default: on for the
+        "corrected" estimator with "l2"/"cosine", off otherwise (the paper's
+        data-oblivious codecs).
 
     Attributes
     ----------
@@ -69,7 +77,7 @@ class TurboQuantIndex:
     """
 
     def __init__(self, d, bits=4, *, metric="ip", qjl=False, rotation="hadamard", seed=0,
-                 estimator="corrected", keep_vectors=None):
+                 estimator="corrected", keep_vectors=None, center=None):
         d = check_positive_int(d, "d")
         if d < 2:
             raise ValueError(f"dimension must be at least 2, got d={d}")
@@ -95,10 +103,17 @@ class TurboQuantIndex:
                 f"keep_vectors must be None, 'float32' or 'float16', got {keep_vectors!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        if center is None:
+            center = estimator == "corrected" and not qjl and metric != "ip"
+        elif not isinstance(center, (bool, np.bool_)):
+            raise TypeError(f"center must be True, False or None, got {center!r}")
+        elif center and metric == "ip":
+            raise ValueError("center=True applies to metric 'l2' or 'cosine', not 'ip'")
         self.seed = int(seed)
         self.keep_vectors = keep_vectors
         self.codec = TurboQuantCodec.create(d, int(bits), metric, bool(qjl), rotation,
-                                            estimator, self.seed)
+                                            estimator, self.seed, center=bool(center))
+        self.is_trained = not self.codec.center
         self._store = _empty_store(self.codec, keep_vectors)
         self.n_threads = None
 
@@ -110,8 +125,8 @@ class TurboQuantIndex:
     estimator = property(lambda self: self.codec.estimator)
     rotation = property(lambda self: self.codec.rotation.kind)
     code_size = property(lambda self: self.codec.code_size)
+    center = property(lambda self: self.codec.center)
     ntotal = property(lambda self: int(self._store["codes"].shape[0]))
-    is_trained = True
 
     @property
     def raw_size(self) -> int:
@@ -128,8 +143,24 @@ class TurboQuantIndex:
                 f"ntotal={self.ntotal}, code_size={self.code_size})")
 
     # -- building ------------------------------------------------------------
-    def train(self, x=None):
-        """No-op kept for faiss compatibility: TurboQuant needs no training."""
+    def train(self, x):
+        """Take the centering mean from ``x`` (float (n, d)); a no-op without centering.
+
+        TurboQuant itself needs no training. With ``center`` on, the mean of
+        the vectors is the one statistic kept; ``add`` takes it from its first
+        batch when ``train`` was not called. Training after vectors were added
+        is an error (their codes depend on the mean).
+        """
+        x = as_matrix(x, self.d, name="x")
+        if not self.codec.center:
+            return
+        if self.ntotal:
+            raise ValueError("train() must come before add(): the index already holds codes "
+                             "relative to its current mean; call reset() first")
+        if x.shape[0] == 0:
+            raise ValueError("train() needs at least one vector")
+        self.codec.fit_mean(x)
+        self.is_trained = True
 
     def add(self, x, *, progress: Callable[[int], None] | None = None):
         """Code and append vectors; their ids are ``ntotal .. ntotal + n - 1``.
@@ -144,6 +175,8 @@ class TurboQuantIndex:
         n = x.shape[0]
         if n == 0:
             return
+        if not self.is_trained:
+            self.train(x)
         start = self.ntotal
         store = _grow(self._store, start + n)
         with _threads(self.n_threads):
@@ -161,7 +194,7 @@ class TurboQuantIndex:
         self._store = store
 
     def reset(self):
-        """Remove every vector."""
+        """Remove every vector (the centering mean, if any, is kept)."""
         self._store = _empty_store(self.codec, self.keep_vectors)
 
     # -- codec calls -----------------------------------------------------------
@@ -242,12 +275,22 @@ class TurboQuantIndex:
                     queries, _ = self.codec.normalize(xq)
                 scores = np.empty_like(scores)
                 rerank_exact(self._store["raw"], queries, labels, self.metric == "l2", scores)
+                # exact similarities are of the raw (uncentred) vectors
+                sq_norms = np.einsum("ij,ij->i", queries, queries).astype(np.float32)
         scores, labels = finalize_topk(scores, labels, k)
+        return self._to_metric(scores, labels, sq_norms, exact=bool(factor)), labels
+
+    def _to_metric(self, sim, labels, sq_norms, exact):
+        """Ranking similarities -> the metric's scores (-inf / +inf on empty slots)."""
+        valid = labels >= 0
         if self.metric == "l2":
-            valid = labels >= 0
-            dist = np.where(valid, sq_norms[:, None] - scores, np.float32(np.inf))
-            scores = np.maximum(dist, 0, where=valid, out=dist).astype(np.float32)
-        return scores, labels
+            dist = np.maximum(sq_norms[:, None] - sim, 0)
+            return np.where(valid, dist, np.float32(np.inf)).astype(np.float32)
+        if self.metric == "cosine" and self.codec.distance_form and not exact:
+            # sim = 2 <q', x'> - ||x'||^2 on centred unit vectors: cos = 1 - ||q - x||^2 / 2
+            cos = 1 - (sq_norms[:, None] - sim) / 2
+            return np.where(valid, cos, np.float32(-np.inf)).astype(np.float32)
+        return sim
 
     def _scan(self, y, y_sign, k, start, stop):
         """Run the scan kernel on rows ``start:stop``; returns unsorted candidate heaps."""
@@ -259,7 +302,7 @@ class TurboQuantIndex:
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
         batch = _slice(store, start, stop)
         scan_topk(batch.codes, batch.norms, batch.gains, y, y_sign, self.codec.centroids,
-                  self.codec.index_bits, self.codec.mode, self.metric == "l2", n_chunks, start,
+                  self.codec.index_bits, self.codec.mode, self.codec.distance_form, n_chunks, start,
                   out_s, out_i)
         return out_s.reshape(nq, -1), out_i.reshape(nq, -1)
 

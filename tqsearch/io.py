@@ -65,6 +65,7 @@ def write_index(index: TurboQuantIndex, path) -> None:
             "d": index.d, "bits": index.bits, "metric": index.metric, "qjl": index.qjl,
             "rotation": index.rotation, "seed": index.seed, "estimator": index.estimator,
             "keep_vectors": index.keep_vectors, "ntotal": index.ntotal,
+            "center": index.center, "trained": index.is_trained,
         },
         "arrays": [],
     }
@@ -184,6 +185,8 @@ def _arrays_of(index: TurboQuantIndex) -> dict[str, np.ndarray]:
     arrays["codebook.boundaries"] = codec.boundaries
     if codec.qjl:
         arrays["qjl.matrix"] = codec.qjl_matrix
+    if codec.center:
+        arrays["codebook.mean"] = codec.mean
     n = index.ntotal
     for name, arr in index._store.items():
         arrays[f"store.{name}"] = arr[:n]
@@ -197,7 +200,7 @@ def _index_from(params, arrays, path) -> TurboQuantIndex:
             d, int(params["bits"]), metric=params["metric"], qjl=bool(params["qjl"]),
             rotation=params["rotation"], seed=int(params["seed"]),
             estimator=params["estimator"] if params["estimator"] != "qjl" else "corrected",
-            keep_vectors=params["keep_vectors"])
+            keep_vectors=params["keep_vectors"], center=bool(params["center"]))
         rotation_state = {k.split(".", 1)[1]: v for k, v in arrays.items()
                           if k.startswith("rotation.")}
         codec: TurboQuantCodec = index.codec
@@ -206,6 +209,9 @@ def _index_from(params, arrays, path) -> TurboQuantIndex:
         codec.boundaries = np.ascontiguousarray(arrays["codebook.boundaries"], np.float32)
         if codec.qjl:
             codec.qjl_matrix = np.ascontiguousarray(arrays["qjl.matrix"], np.float32)
+        if codec.center:
+            codec.mean = np.ascontiguousarray(arrays["codebook.mean"], np.float32)
+        index.is_trained = bool(params["trained"])
         store = {name.split(".", 1)[1]: arr for name, arr in arrays.items()
                  if name.startswith("store.")}
         ntotal = int(params["ntotal"])

@@ -10,8 +10,9 @@ table entries, combined with its per-vector factors by the estimator:
 * ``MODE_CORRECTED``: s = sum_T / <u, c(u)>              (gain = <u, c(u)> in units of 2**-15)
 * ``MODE_QJL``:       s = sum_T + gamma * sqrt(pi/2) / d * sum_S   (gamma = ||u - c(u)||)
 
-times the stored norm when there is one; for L2 the similarity ranked is
-``2 <q, x> - ||x||^2`` (larger is better), turned into a distance by the caller.
+times the stored norm when there is one. In the distance form (L2, and
+centred cosine) the similarity ranked is ``2 n s - n^2`` (larger is better),
+``-||q - x||^2`` up to a per-query constant, restored by the caller.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def coord_lut_sum(row, bits, lut):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, is_l2):
+def combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, distance_form):
     """Per-vector estimator: table sums and stored factors -> similarity."""
     if mode == MODE_CORRECTED:
         g = gains[v]
@@ -84,13 +85,13 @@ def combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, is_l2):
     if norms.shape[0] > 0:
         nv = norms[v]
         s = s * nv
-        if is_l2:
+        if distance_form:
             s = np.float32(2.0) * s - nv * nv
     return s
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, is_l2,
+def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, distance_form,
               n_chunks, label_offset, out_score, out_label):
     """Score every code against every query, keep the k best per (query, chunk).
 
@@ -109,7 +110,8 @@ def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, is_l2,
         Queries projected for the QJL signs (``S R q``).
     centroids : float32 (2**bits,)
     bits, mode : int
-    is_l2 : bool
+    distance_form : bool
+        Rank by ``2 n s - n^2`` instead of ``n s``.
     n_chunks : int
         Split the codes into this many ranges per query (parallelism for few queries).
     label_offset : int
@@ -152,6 +154,6 @@ def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, is_l2,
             else:
                 s_main = np.float32(0.0)
             s_sign = byte_lut_sum(row, main_bytes, lut_s) if sign_bytes > 0 else np.float32(0.0)
-            s = combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, is_l2)
+            s = combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, distance_form)
             if s > heap_s[0]:
                 heap_push(heap_s, heap_i, s, v + label_offset)
