@@ -11,15 +11,15 @@ import numpy as np
 from .codebook import MAX_BITS
 from .codec import ESTIMATORS, METRICS, EncodedBatch, TurboQuantCodec
 from .config import ADD_CHUNK
+from .kernels.blocked_scan import scan_blocked_topk
 from .kernels.rerank import rerank_exact
 from .kernels.scan import scan_topk
 from .results import finalize_topk
 from .rotation import ROTATIONS
+from .store import RAW_DTYPES, CodeStore
 from .validation import as_matrix, check_k, check_positive_int
 
 __all__ = ["TurboQuantIndex"]
-
-RAW_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 class TurboQuantIndex:
@@ -114,7 +114,7 @@ class TurboQuantIndex:
         self.codec = TurboQuantCodec.create(d, int(bits), metric, bool(qjl), rotation,
                                             estimator, self.seed, center=bool(center))
         self.is_trained = not self.codec.center
-        self._store = _empty_store(self.codec, keep_vectors)
+        self._store = CodeStore(self.codec, keep_vectors)
         self.n_threads = None
 
     # -- properties ----------------------------------------------------------
@@ -126,12 +126,12 @@ class TurboQuantIndex:
     rotation = property(lambda self: self.codec.rotation.kind)
     code_size = property(lambda self: self.codec.code_size)
     center = property(lambda self: self.codec.center)
-    ntotal = property(lambda self: int(self._store["codes"].shape[0]))
+    ntotal = property(lambda self: self._store.n)
 
     @property
     def raw_size(self) -> int:
         """Bytes per vector of the kept raw vectors (0 when none are kept)."""
-        raw = self._store.get("raw")
+        raw = self._store.arrays.get("raw")
         return 0 if raw is None else int(raw.dtype.itemsize * self.d)
 
     def __len__(self):
@@ -178,24 +178,23 @@ class TurboQuantIndex:
         if not self.is_trained:
             self.train(x)
         start = self.ntotal
-        store = _grow(self._store, start + n)
+        self._store.reserve(start + n)
         with _threads(self.n_threads):
             for lo in range(0, n, ADD_CHUNK):
                 hi = min(n, lo + ADD_CHUNK)
                 batch = self.codec.encode(x[lo:hi])
-                _put(store, start + lo, batch)
-                if "raw" in store:
-                    rows = x[lo:hi]
+                raw = None
+                if self.keep_vectors:
+                    raw = x[lo:hi]
                     if self.metric == "cosine":
-                        rows, _ = self.codec.normalize(rows)
-                    store["raw"][start + lo:start + hi] = rows
+                        raw, _ = self.codec.normalize(raw)
+                self._store.put(start + lo, batch, raw)
                 if progress is not None:
                     progress(hi - lo)
-        self._store = store
 
     def reset(self):
         """Remove every vector (the centering mean, if any, is kept)."""
-        self._store = _empty_store(self.codec, self.keep_vectors)
+        self._store = CodeStore(self.codec, self.keep_vectors)
 
     # -- codec calls -----------------------------------------------------------
     @property
@@ -220,11 +219,11 @@ class TurboQuantIndex:
     def reconstruct_n(self, start=0, n=None) -> np.ndarray:
         """Reconstructions of stored vectors ``start .. start + n - 1``."""
         stop = self.ntotal if n is None else min(self.ntotal, start + n)
-        return self.codec.decode(_slice(self._store, start, stop))
+        return self.codec.decode(self._store.rows(start, stop))
 
     def codes(self) -> np.ndarray:
         """All stored codes as uint8 (ntotal, code_size) rows (a copy)."""
-        return self.codec.to_bytes(_slice(self._store, 0, self.ntotal))
+        return self.codec.to_bytes(self._store.rows(0, self.ntotal))
 
     # -- search --------------------------------------------------------------
     def set_threads(self, n_threads: int | None):
@@ -259,7 +258,7 @@ class TurboQuantIndex:
         xq = as_matrix(xq, self.d, name="xq")
         if n_threads is not None:
             n_threads = check_positive_int(n_threads, "n_threads")
-        factor = _check_rerank(rerank, "raw" in self._store)
+        factor = _check_rerank(rerank, "raw" in self._store.arrays)
         start, stop = _check_subset(subset, self.ntotal)
         nq = xq.shape[0]
         if nq == 0:
@@ -274,7 +273,7 @@ class TurboQuantIndex:
                 if self.metric == "cosine":
                     queries, _ = self.codec.normalize(xq)
                 scores = np.empty_like(scores)
-                rerank_exact(self._store["raw"], queries, labels, self.metric == "l2", scores)
+                rerank_exact(self._store.arrays["raw"], queries, labels, self.metric == "l2", scores)
                 # exact similarities are of the raw (uncentred) vectors
                 sq_norms = np.einsum("ij,ij->i", queries, queries).astype(np.float32)
         scores, labels = finalize_topk(scores, labels, k)
@@ -293,17 +292,22 @@ class TurboQuantIndex:
         return sim
 
     def _scan(self, y, y_sign, k, start, stop):
-        """Run the scan kernel on rows ``start:stop``; returns unsorted candidate heaps."""
+        """Run the scan kernel on vectors ``start:stop``; returns unsorted candidate heaps."""
         nq = y.shape[0]
-        store = self._store
+        store, codec = self._store, self.codec
         threads = numba.get_num_threads()
         n_chunks = max(1, min(threads // nq, (stop - start) // 4096)) if nq < threads else 1
         out_s = np.empty((nq, n_chunks, k), dtype=np.float32)
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
-        batch = _slice(store, start, stop)
-        scan_topk(batch.codes, batch.norms, batch.gains, y, y_sign, self.codec.centroids,
-                  self.codec.index_bits, self.codec.mode, self.codec.distance_form, n_chunks, start,
-                  out_s, out_i)
+        if stop > start and store.layout == "blocked":
+            scan_blocked_topk(store.codes, start, stop, store.field("norms"),
+                              store.field("gains"), y, codec.centroids, codec.index_bits,
+                              codec.mode, codec.distance_form, n_chunks, out_s, out_i)
+        else:
+            batch = store.rows(start, stop)
+            scan_topk(batch.codes, batch.norms, batch.gains, y, y_sign, codec.centroids,
+                      codec.index_bits, codec.mode, codec.distance_form, n_chunks, start,
+                      out_s, out_i)
         return out_s.reshape(nq, -1), out_i.reshape(nq, -1)
 
 
@@ -344,47 +348,3 @@ def _check_subset(subset, ntotal):
     if not 0 <= start <= stop <= ntotal:
         raise ValueError(f"subset {subset!r} is outside 0..{ntotal}")
     return start, stop
-
-
-# -- storage: parallel arrays, one row per vector ------------------------------
-
-def _empty_store(codec: TurboQuantCodec, keep_vectors) -> dict[str, np.ndarray]:
-    store = {"codes": np.empty((0, codec.code_bytes), dtype=np.uint8)}
-    if codec.has_norms:
-        store["norms"] = np.empty(0, dtype=np.float32)
-    if codec.has_gains:
-        store["gains"] = np.empty(0, dtype=np.uint16)
-    if keep_vectors:
-        store["raw"] = np.empty((0, codec.d), dtype=RAW_DTYPES[keep_vectors])
-    return store
-
-
-def _grow(store, n_rows):
-    """Copy of the store with room for exactly ``n_rows`` rows (old rows kept)."""
-    out = {}
-    for name, arr in store.items():
-        grown = np.empty((n_rows, *arr.shape[1:]), dtype=arr.dtype)
-        grown[: arr.shape[0]] = arr
-        out[name] = grown
-    return out
-
-
-def _put(store, at, batch: EncodedBatch):
-    n = batch.codes.shape[0]
-    store["codes"][at:at + n] = batch.codes
-    if "norms" in store:
-        store["norms"][at:at + n] = batch.norms
-    if "gains" in store:
-        store["gains"][at:at + n] = batch.gains
-
-
-def _field(store, name, start, stop):
-    """Rows ``start:stop`` of a per-vector field, or an empty array if not stored."""
-    if name not in store:
-        return np.empty(0, dtype=np.float32 if name == "norms" else np.uint16)
-    return store[name][start:stop]
-
-
-def _slice(store, start, stop) -> EncodedBatch:
-    return EncodedBatch(np.ascontiguousarray(store["codes"][start:stop]),
-                        _field(store, "norms", start, stop), _field(store, "gains", start, stop))

@@ -66,6 +66,7 @@ def write_index(index: TurboQuantIndex, path) -> None:
             "rotation": index.rotation, "seed": index.seed, "estimator": index.estimator,
             "keep_vectors": index.keep_vectors, "ntotal": index.ntotal,
             "center": index.center, "trained": index.is_trained,
+            "layout": index._store.layout,
         },
         "arrays": [],
     }
@@ -187,9 +188,8 @@ def _arrays_of(index: TurboQuantIndex) -> dict[str, np.ndarray]:
         arrays["qjl.matrix"] = codec.qjl_matrix
     if codec.center:
         arrays["codebook.mean"] = codec.mean
-    n = index.ntotal
-    for name, arr in index._store.items():
-        arrays[f"store.{name}"] = arr[:n]
+    for name, arr in index._store.state().items():
+        arrays[f"store.{name}"] = arr
     return arrays
 
 
@@ -217,12 +217,13 @@ def _index_from(params, arrays, path) -> TurboQuantIndex:
         ntotal = int(params["ntotal"])
     except (KeyError, ValueError, TypeError) as exc:
         raise IndexFormatError(f"{path} has an inconsistent header: {exc}") from None
-    expected = index._store.keys()
-    if set(store) != set(expected) or any(a.shape[0] != ntotal for a in store.values()):
-        raise IndexFormatError(f"{path}: stored arrays do not match the index parameters")
-    if store["codes"].shape[1:] != (codec.code_bytes,):
-        raise IndexFormatError(f"{path}: code width does not match the index parameters")
-    index._store = store
+    if params.get("layout") != index._store.layout:
+        raise IndexFormatError(f"{path}: code layout {params.get('layout')!r} does not match "
+                               f"this version's {index._store.layout!r} for these parameters")
+    try:
+        index._store.load(store, ntotal)
+    except ValueError as exc:
+        raise IndexFormatError(f"{path}: {exc}") from None
     return index
 
 

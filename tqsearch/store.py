@@ -1,0 +1,160 @@
+"""Storage of an index's codes: parallel per-vector arrays in one of two layouts.
+
+``"rows"``: ``codes`` is uint8 (n, code_bytes), one packed row per vector
+(any bit width, QJL included).
+
+``"blocked"``: for 1, 2 or 4 bits per coordinate without QJL, ``codes`` is the
+fast-scan layout of :mod:`tqsearch.kernels.fastscan`, uint8 (ceil(n / 32),
+16 * M) with ``M = ceil(d * bits / 4)`` nibbles per vector: the same bytes as
+packed rows (plus padding of the last block), laid out so that a SIMD byte
+shuffle scores 32 vectors per table lookup.
+
+Beside the codes: ``norms`` float32 (n,), ``gains`` uint16 (n,) when the codec
+stores them, and ``raw`` (n, d) float32/float16 when vectors are kept for
+exact re-ranking. Scanning a range of vectors is the natural unit of work
+(a shard, or a partition of a future inverted file).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .codec import EncodedBatch, TurboQuantCodec
+from .kernels import fastscan
+
+__all__ = ["CodeStore", "RAW_DTYPES"]
+
+RAW_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def blocked_layout_fits(codec: TurboQuantCodec) -> bool:
+    """Whether the codec's codes are whole nibbles (1, 2 or 4 bits, no QJL)."""
+    return not codec.qjl and codec.index_bits in (1, 2, 4)
+
+
+class CodeStore:
+    """Per-vector arrays of one index.
+
+    Parameters
+    ----------
+    codec : TurboQuantCodec
+    keep_vectors : {None, "float32", "float16"}
+    """
+
+    def __init__(self, codec: TurboQuantCodec, keep_vectors=None):
+        self.codec = codec
+        self.layout = "blocked" if blocked_layout_fits(codec) else "rows"
+        self.nibbles = (codec.d * codec.index_bits + 3) // 4
+        self.n = 0
+        if self.layout == "blocked":
+            codes = np.empty((0, 16 * self.nibbles), dtype=np.uint8)
+        else:
+            codes = np.empty((0, codec.code_bytes), dtype=np.uint8)
+        self.arrays = {"codes": codes}
+        if codec.has_norms:
+            self.arrays["norms"] = np.empty(0, dtype=np.float32)
+        if codec.has_gains:
+            self.arrays["gains"] = np.empty(0, dtype=np.uint16)
+        if keep_vectors:
+            self.arrays["raw"] = np.empty((0, codec.d), dtype=RAW_DTYPES[keep_vectors])
+
+    # -- sizes ---------------------------------------------------------------
+    @property
+    def codes(self) -> np.ndarray:
+        return self.arrays["codes"]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all arrays."""
+        return int(sum(a.nbytes for a in self.arrays.values()))
+
+    def _rows_for(self, n: int) -> int:
+        return fastscan.n_blocks(n) if self.layout == "blocked" else n
+
+    # -- writing -------------------------------------------------------------
+    def reserve(self, n_total: int) -> None:
+        """Re-allocate every array for exactly ``n_total`` vectors, keeping the first ``n``."""
+        for name, arr in self.arrays.items():
+            rows = self._rows_for(n_total) if name == "codes" else n_total
+            keep = self._rows_for(self.n) if name == "codes" else self.n
+            grown = np.zeros((rows, *arr.shape[1:]), dtype=arr.dtype)
+            grown[:keep] = arr[:keep]
+            self.arrays[name] = grown
+
+    def put(self, at: int, batch: EncodedBatch, raw: np.ndarray | None = None) -> None:
+        """Write a batch of codes for vectors ``at .. at + len(batch) - 1`` (space reserved)."""
+        n = batch.codes.shape[0]
+        if self.layout == "blocked":
+            self._put_blocked(at, self._nibbles_of(batch.codes))
+        else:
+            self.arrays["codes"][at:at + n] = batch.codes
+        for name in ("norms", "gains"):
+            if name in self.arrays:
+                self.arrays[name][at:at + n] = getattr(batch, name)
+        if raw is not None and "raw" in self.arrays:
+            self.arrays["raw"][at:at + n] = raw
+        self.n = max(self.n, at + n)
+
+    def _nibbles_of(self, rows: np.ndarray) -> np.ndarray:
+        """Packed rows -> uint8 (n, M) nibbles (low nibble of each byte first)."""
+        pairs = np.stack([rows & 0x0F, rows >> 4], axis=-1).reshape(rows.shape[0], -1)
+        return np.ascontiguousarray(pairs[:, : self.nibbles])
+
+    def _put_blocked(self, at: int, nibbles: np.ndarray) -> None:
+        codes = self.arrays["codes"]
+        block = fastscan.BLOCK
+        head = (-at) % block  # vectors completing a partly filled block
+        if head:
+            b = at // block
+            have = at - b * block
+            count = min(head, nibbles.shape[0])
+            current = fastscan.unpack_blocked(codes[b:b + 1], have, self.nibbles)
+            merged = np.concatenate([current, nibbles[:count]])
+            codes[b:b + 1] = fastscan.pack_blocked(merged)
+            nibbles = nibbles[count:]
+            at += count
+        if nibbles.shape[0]:
+            b = at // block
+            packed = fastscan.pack_blocked(nibbles)
+            codes[b:b + packed.shape[0]] = packed
+
+    # -- reading -------------------------------------------------------------
+    def rows(self, start: int, stop: int) -> EncodedBatch:
+        """Codes of vectors ``start .. stop - 1`` as packed rows (a copy for "blocked")."""
+        if self.layout == "blocked":
+            b0, b1 = start // fastscan.BLOCK, fastscan.n_blocks(stop)
+            nib = fastscan.unpack_blocked(self.codes[b0:b1], stop - b0 * fastscan.BLOCK,
+                                          self.nibbles)[start - b0 * fastscan.BLOCK:]
+            if nib.shape[1] % 2:
+                nib = np.concatenate([nib, np.zeros((nib.shape[0], 1), np.uint8)], axis=1)
+            codes = np.ascontiguousarray(nib[:, 0::2] | (nib[:, 1::2] << 4))
+        else:
+            codes = np.ascontiguousarray(self.codes[start:stop])
+        return EncodedBatch(codes, self.field("norms", start, stop),
+                            self.field("gains", start, stop))
+
+    def field(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows of a per-vector field, or an empty array if the codec does not store it."""
+        if name not in self.arrays:
+            return np.empty(0, dtype=np.float32 if name == "norms" else np.uint16)
+        return self.arrays[name][start:stop]
+
+    # -- persistence -----------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays trimmed to the stored vectors, for writing."""
+        return {name: arr[: self._rows_for(self.n) if name == "codes" else self.n]
+                for name, arr in self.arrays.items()}
+
+    def load(self, arrays: dict[str, np.ndarray], n: int) -> None:
+        """Adopt arrays read from a file (possibly memory-mapped) holding ``n`` vectors."""
+        if set(arrays) != set(self.arrays):
+            raise ValueError(f"stored arrays {sorted(arrays)} do not match the index "
+                             f"parameters (expected {sorted(self.arrays)})")
+        for name, arr in arrays.items():
+            expected = self.arrays[name].shape[1:]
+            rows = self._rows_for(n) if name == "codes" else n
+            if arr.shape != (rows, *expected) or arr.dtype != self.arrays[name].dtype:
+                raise ValueError(f"array {name} has shape {arr.shape} and dtype {arr.dtype}, "
+                                 f"expected {(rows, *expected)} {self.arrays[name].dtype}")
+        self.arrays = dict(arrays)
+        self.n = n
