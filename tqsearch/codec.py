@@ -12,8 +12,8 @@ Encoding a vector ``x`` (float32, dimension d):
    ``"mse"`` (TurboQuant_mse, the paper's): none beyond the norm;
    ``<q, x> ~ n <R q, c(u)>``.
 
-   ``"corrected"`` (default): ``g = <u, c(u)>``, stored as uint16 fixed point;
-   ``<q, x> ~ n <R q, c(u)> / g``. Exact when ``q`` is parallel to ``x`` and most
+   ``"corrected"`` (default): ``g = <u, c(u)>``, stored as ``1 / g`` in uint16
+   fixed point (so scans multiply, never divide); ``<q, x> ~ n <R q, c(u)> / g``. Exact when ``q`` is parallel to ``x`` and most
    accurate for the near neighbours that decide a ranking (the per-vector
    correction of RaBitQ and EDEN, here on Lloyd-Max codes); costs 2 bytes.
 
@@ -206,7 +206,7 @@ class TurboQuantCodec:
             pack_signs(projected, codes, self.index_bytes)
             gains = _to_fixed(np.linalg.norm(residual, axis=1))
         elif self.has_gains:
-            gains = _to_fixed(dots)
+            gains = _to_fixed(np.divide(1.0, dots, out=np.zeros_like(dots), where=dots > 0))
         else:
             gains = np.empty(0, dtype=np.uint16)
         if not self.has_norms:
@@ -240,9 +240,7 @@ class TurboQuantCodec:
             scale = gamma * np.float32(np.sqrt(np.pi / 2) / self.d)
             c = c + (signs @ self.qjl_matrix) * scale[:, None]
         elif self.has_gains:
-            g = batch.gains.astype(np.float32)
-            factor = np.where(g > 0, np.float32(GAIN_ONE) / np.maximum(g, 1), np.float32(0))
-            c = c * factor[:, None]
+            c = c * (batch.gains.astype(np.float32) / np.float32(GAIN_ONE))[:, None]
         x = self.rotation.inverse(np.ascontiguousarray(c, dtype=np.float32))
         if self.has_norms:
             x *= batch.norms[:, None]
@@ -297,7 +295,7 @@ class TurboQuantCodec:
 
 
 def _to_fixed(values: np.ndarray) -> np.ndarray:
-    """Non-negative factors in [0, 2) as uint16 in units of 2**-15."""
+    """Non-negative factors in [0, 4) as uint16 in units of 2**-14 (larger ones saturate)."""
     scaled = np.rint(np.clip(values, 0.0, None) * GAIN_ONE)
     return np.minimum(scaled, 65535).astype(np.uint16)
 

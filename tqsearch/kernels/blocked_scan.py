@@ -18,7 +18,7 @@ from numba import njit, prange
 from ..config import FASTMATH
 from .fastscan import BLOCK, lut_group, nibble_at, quantize_lut, scan_block
 from .scan import GAIN_ONE, MODE_CORRECTED, combine
-from .topk import heap_init, heap_push
+from .topk import SENTINEL, heap_init, heap_push
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -50,7 +50,138 @@ def _exact_sum(blocked, M, v, lut):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def scan_blocked_topk(blocked, start, stop, norms, gains, y, centroids, bits, mode,
+def block_factor_ranges(norms, gains, n, mode, distance_form, out):
+    """Per block of 32 vectors, the range of the affine map ``S -> a S - c`` of its vectors.
+
+    Every estimator scores a vector as ``a_v * S_v - c_v`` with ``a_v >= 0``
+    (see :func:`tqsearch.kernels.scan.combine`), so a block's best score is at
+    most ``a_max * S_max - c_min`` (``a_min`` when ``S_max < 0``): a whole
+    block is skipped with one comparison.
+
+    Parameters
+    ----------
+    norms, gains : as for the scan
+    n : int
+        Vectors stored.
+    mode : int
+    distance_form : bool
+    out : float32 (ceil(n / 32), 3), written with ``(a_min, a_max, c_min)``
+    """
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    for b in prange(out.shape[0]):
+        a_min = np.float32(3.4e38)
+        a_max = np.float32(0.0)
+        c_min = np.float32(3.4e38)
+        for v in range(b * BLOCK, min(n, b * BLOCK + BLOCK)):
+            a = combine(one, zero, v, mode, zero, norms, gains, distance_form)
+            c = -combine(zero, zero, v, mode, zero, norms, gains, distance_form)
+            a = a + c  # combine(1) = a - c
+            a_min = min(a_min, a)
+            a_max = max(a_max, a)
+            c_min = min(c_min, c)
+        out[b, 0] = a_min
+        out[b, 1] = a_max
+        out[b, 2] = c_min
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _block_hits(sums, base, lo, hi, offset, scale, norms, gains, mode, distance_form,
+                threshold):
+    """How many rows ``lo .. hi - 1`` have an estimate of ``offset + scale * sums[r]``
+    above ``threshold``.
+
+    One counting loop per estimator shape, with no branch and no store
+    inside and unsigned (wrap-around free) indices, so each vectorizes over
+    the block's rows (a float max reduction would not: it needs no-NaN
+    fast-math, which the kernels avoid).
+    """
+    unit = np.float32(1.0 / GAIN_ONE)
+    two = np.float32(2.0)
+    hits = 0
+    if norms.shape[0] == 0:
+        if mode == MODE_CORRECTED:
+            for r in range(lo, hi):
+                i = np.uint64(base + r)
+                s = (offset + scale * np.float32(sums[np.uint64(r)])) * np.float32(gains[i])
+                hits += np.int32(s * unit > threshold)
+        else:
+            for r in range(lo, hi):
+                hits += np.int32(offset + scale * np.float32(sums[np.uint64(r)]) > threshold)
+    elif distance_form:
+        if mode == MODE_CORRECTED:
+            for r in range(lo, hi):
+                i = np.uint64(base + r)
+                s = (offset + scale * np.float32(sums[np.uint64(r)])) * (np.float32(gains[i]) * unit)
+                hits += np.int32(norms[i] * (two * s - norms[i]) > threshold)
+        else:
+            for r in range(lo, hi):
+                i = np.uint64(base + r)
+                s = offset + scale * np.float32(sums[np.uint64(r)])
+                hits += np.int32(norms[i] * (two * s - norms[i]) > threshold)
+    else:
+        if mode == MODE_CORRECTED:
+            for r in range(lo, hi):
+                i = np.uint64(base + r)
+                s = (offset + scale * np.float32(sums[np.uint64(r)])) * (np.float32(gains[i]) * unit)
+                hits += np.int32(norms[i] * s > threshold)
+        else:
+            for r in range(lo, hi):
+                i = np.uint64(base + r)
+                hits += np.int32(norms[i] * (offset + scale * np.float32(sums[np.uint64(r)])) > threshold)
+    return hits
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _scan_range(blocked, b0, b1, start, stop, norms, gains, ranges, y, centroids, bits, mode,
+                distance_form, heap_s, heap_i):
+    """One query against blocks ``b0 .. b1 - 1`` (vectors outside ``[start, stop)`` skipped)."""
+    M = blocked.shape[1] // 16
+    zero = np.float32(0.0)
+    heap_init(heap_s, heap_i)
+    lut = np.empty((M, 16), dtype=np.float32)
+    lut_u8 = np.empty((M, 16), dtype=np.uint8)
+    sums = np.empty(BLOCK, dtype=np.int32)
+    build_nibble_lut(y, centroids, bits, lut)
+    scale, bias = quantize_lut(lut, lut_u8, 1)
+    # exact bound on |float table sum - (bias + scale * integer sum)|
+    err = 0.0
+    for m in range(M):
+        worst = 0.0
+        lo = lut[m, 0]
+        for e in range(16):
+            lo = min(lo, lut[m, e])
+        for e in range(16):
+            diff = abs(np.float64(lut[m, e]) - (lo + scale * np.float64(lut_u8[m, e])))
+            worst = max(worst, diff)
+        err += worst
+    # float32 rounding of the exact sums, with margin
+    err = err * 1.0001 + 1e-6 * (abs(bias) + scale * 255.0 * M)
+    group = lut_group(lut_u8)
+    scale32 = np.float32(scale)
+    offset32 = np.float32(bias + err)
+    threshold = heap_s[0]
+    for b in range(b0, b1):
+        scan_block(blocked, b, M, lut_u8, sums, group)
+        base = b * BLOCK
+        lo = max(start - base, 0)
+        hi = min(stop - base, BLOCK)
+        if _block_hits(sums, base, lo, hi, offset32, scale32, norms, gains, mode,
+                       distance_form, threshold) == 0:
+            continue
+        for r in range(lo, hi):
+            v = base + r
+            upper = offset32 + scale32 * np.float32(sums[r])
+            if combine(upper, zero, v, mode, zero, norms, gains, distance_form) > threshold:
+                exact = _exact_sum(blocked, M, v, lut)
+                s = combine(exact, zero, v, mode, zero, norms, gains, distance_form)
+                if s > threshold:
+                    heap_push(heap_s, heap_i, s, v)
+                    threshold = heap_s[0]
+
+
+@njit(parallel=True, cache=True)
+def scan_blocked_topk(blocked, start, stop, norms, gains, ranges, y, centroids, bits, mode,
                       distance_form, n_chunks, out_score, out_label):
     """Best ``k`` codes of rows ``start .. stop - 1`` for every query.
 
@@ -62,6 +193,8 @@ def scan_blocked_topk(blocked, start, stop, norms, gains, y, centroids, bits, mo
         Range of vectors scanned (labels are the vector numbers).
     norms : float32 (n,) or (0,)
     gains : uint16 (n,) or (0,)
+    ranges : float32 (nblocks, 3)
+        From :func:`block_factor_ranges`.
     y : float32 (nq, d)
         Rotated queries.
     centroids : float32 (2**bits,)
@@ -74,62 +207,17 @@ def scan_blocked_topk(blocked, start, stop, norms, gains, y, centroids, bits, mo
         Ranges per query scanned in parallel.
     out_score, out_label : float32 / int64 (nq, n_chunks, k), written
     """
-    M = blocked.shape[1] // 16
     nq = y.shape[0]
-    k = out_score.shape[2]
     first_block = start // BLOCK
     last_block = (stop + BLOCK - 1) // BLOCK
     per_chunk = (last_block - first_block + n_chunks - 1) // n_chunks
-    zero = np.float32(0.0)
     for task in prange(nq * n_chunks):
         q = task // n_chunks
         c = task % n_chunks
-        heap_s = out_score[q, c]
-        heap_i = out_label[q, c]
-        heap_init(heap_s, heap_i)
-        lut = np.empty((M, 16), dtype=np.float32)
-        lut_u8 = np.empty((M, 16), dtype=np.uint8)
-        sums = np.empty(BLOCK, dtype=np.int32)
-        bound = np.empty(BLOCK, dtype=np.float32)
-        build_nibble_lut(y[q], centroids, bits, lut)
-        scale, bias = quantize_lut(lut, lut_u8, 1)
-        # exact bound on |float table sum - (bias + scale * integer sum)|
-        err = 0.0
-        for m in range(M):
-            worst = 0.0
-            lo = lut[m, 0]
-            for e in range(16):
-                lo = min(lo, lut[m, e])
-            for e in range(16):
-                diff = abs(np.float64(lut[m, e]) - (lo + scale * np.float64(lut_u8[m, e])))
-                worst = max(worst, diff)
-            err += worst
-        # float32 rounding of the exact sums, with margin
-        err = err * 1.0001 + 1e-6 * (abs(bias) + scale * 255.0 * M)
-        group = lut_group(lut_u8)
-        scale32 = np.float32(scale)
-        offset32 = np.float32(bias + err)
         b0 = first_block + c * per_chunk
         b1 = min(last_block, b0 + per_chunk)
-        for b in range(b0, b1):
-            scan_block(blocked, b, M, lut_u8, sums, group)
-            base = b * BLOCK
-            for r in range(BLOCK):
-                # rows outside the range (padding) are clamped in, then skipped below
-                v = min(max(base + r, start), stop - 1)
-                upper = offset32 + scale32 * np.float32(sums[r])
-                bound[r] = combine(upper, zero, v, mode, zero, norms, gains, distance_form)
-            threshold = heap_s[0]
-            for r in range(BLOCK):
-                if bound[r] > threshold:
-                    v = base + r
-                    if v < start or v >= stop:
-                        continue
-                    exact = _exact_sum(blocked, M, v, lut)
-                    s = combine(exact, zero, v, mode, zero, norms, gains, distance_form)
-                    if s > heap_s[0]:
-                        heap_push(heap_s, heap_i, s, v)
-                        threshold = heap_s[0]
+        _scan_range(blocked, b0, b1, start, stop, norms, gains, ranges, y[q], centroids, bits,
+                    mode, distance_form, out_score[q, c], out_label[q, c])
 
 
 __all__ = ["scan_blocked_topk", "build_nibble_lut", "MODE_CORRECTED", "GAIN_ONE"]

@@ -7,7 +7,7 @@ a table per coordinate for other bit widths. A code's score is then a sum of
 table entries, combined with its per-vector factors by the estimator:
 
 * ``MODE_MSE``:       s = sum_T
-* ``MODE_CORRECTED``: s = sum_T / <u, c(u)>              (gain = <u, c(u)> in units of 2**-15)
+* ``MODE_CORRECTED``: s = sum_T / <u, c(u)>              (gain = 1 / <u, c(u)> in units of 2**-14)
 * ``MODE_QJL``:       s = sum_T + gamma * sqrt(pi/2) / d * sum_S   (gamma = ||u - c(u)||)
 
 times the stored norm when there is one. In the distance form (L2, and
@@ -28,7 +28,7 @@ MODE_MSE = 0
 MODE_CORRECTED = 1
 MODE_QJL = 2
 
-GAIN_ONE = 32768.0  # fixed-point unit of the uint16 per-vector gain
+GAIN_ONE = 16384.0  # fixed-point unit of the uint16 per-vector gain
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -76,17 +76,17 @@ def coord_lut_sum(row, bits, lut):
 def combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, distance_form):
     """Per-vector estimator: table sums and stored factors -> similarity."""
     if mode == MODE_CORRECTED:
-        g = gains[v]
-        s = s_main * np.float32(GAIN_ONE) / np.float32(g) if g > 0 else np.float32(0.0)
+        s = s_main * (np.float32(gains[v]) * np.float32(1.0 / GAIN_ONE))
     elif mode == MODE_QJL:
         s = s_main + np.float32(gains[v]) * qjl_scale * s_sign
     else:
         s = s_main
     if norms.shape[0] > 0:
         nv = norms[v]
-        s = s * nv
         if distance_form:
-            s = np.float32(2.0) * s - nv * nv
+            s = nv * (np.float32(2.0) * s - nv)
+        else:
+            s = s * nv
     return s
 
 
