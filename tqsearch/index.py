@@ -301,7 +301,7 @@ class TurboQuantIndex:
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
         if stop > start and store.layout == "blocked":
             scan_blocked_topk(store.codes, start, stop, store.field("norms"),
-                              store.field("gains"), store.block_ranges, y, codec.centroids, codec.index_bits,
+                              store.field("gains"), y, codec.centroids, codec.index_bits,
                               codec.mode, codec.distance_form, n_chunks, out_s, out_i)
         else:
             batch = store.rows(start, stop)

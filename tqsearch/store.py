@@ -21,7 +21,6 @@ import numpy as np
 
 from .codec import EncodedBatch, TurboQuantCodec
 from .kernels import fastscan
-from .kernels.blocked_scan import block_factor_ranges
 
 __all__ = ["CodeStore", "RAW_DTYPES"]
 
@@ -58,8 +57,6 @@ class CodeStore:
             self.arrays["gains"] = np.empty(0, dtype=np.uint16)
         if keep_vectors:
             self.arrays["raw"] = np.empty((0, codec.d), dtype=RAW_DTYPES[keep_vectors])
-        # derived, not saved: per-block score ranges that let the scan skip blocks
-        self.block_ranges = np.empty((0, 3), dtype=np.float32)
 
     # -- sizes ---------------------------------------------------------------
     @property
@@ -97,15 +94,6 @@ class CodeStore:
         if raw is not None and "raw" in self.arrays:
             self.arrays["raw"][at:at + n] = raw
         self.n = max(self.n, at + n)
-        self._update_ranges()
-
-    def _update_ranges(self) -> None:
-        if self.layout != "blocked":
-            return
-        ranges = np.empty((fastscan.n_blocks(self.n), 3), dtype=np.float32)
-        block_factor_ranges(self.field("norms"), self.field("gains"), self.n,
-                            self.codec.mode, self.codec.distance_form, ranges)
-        self.block_ranges = ranges
 
     def _nibbles_of(self, rows: np.ndarray) -> np.ndarray:
         """Packed rows -> uint8 (n, M) nibbles (low nibble of each byte first)."""
@@ -170,4 +158,3 @@ class CodeStore:
                                  f"expected {(rows, *expected)} {self.arrays[name].dtype}")
         self.arrays = dict(arrays)
         self.n = n
-        self._update_ranges()

@@ -49,42 +49,6 @@ def _exact_sum(blocked, M, v, lut):
     return acc
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def block_factor_ranges(norms, gains, n, mode, distance_form, out):
-    """Per block of 32 vectors, the range of the affine map ``S -> a S - c`` of its vectors.
-
-    Every estimator scores a vector as ``a_v * S_v - c_v`` with ``a_v >= 0``
-    (see :func:`tqsearch.kernels.scan.combine`), so a block's best score is at
-    most ``a_max * S_max - c_min`` (``a_min`` when ``S_max < 0``): a whole
-    block is skipped with one comparison.
-
-    Parameters
-    ----------
-    norms, gains : as for the scan
-    n : int
-        Vectors stored.
-    mode : int
-    distance_form : bool
-    out : float32 (ceil(n / 32), 3), written with ``(a_min, a_max, c_min)``
-    """
-    one = np.float32(1.0)
-    zero = np.float32(0.0)
-    for b in prange(out.shape[0]):
-        a_min = np.float32(3.4e38)
-        a_max = np.float32(0.0)
-        c_min = np.float32(3.4e38)
-        for v in range(b * BLOCK, min(n, b * BLOCK + BLOCK)):
-            a = combine(one, zero, v, mode, zero, norms, gains, distance_form)
-            c = -combine(zero, zero, v, mode, zero, norms, gains, distance_form)
-            a = a + c  # combine(1) = a - c
-            a_min = min(a_min, a)
-            a_max = max(a_max, a)
-            c_min = min(c_min, c)
-        out[b, 0] = a_min
-        out[b, 1] = a_max
-        out[b, 2] = c_min
-
-
 @njit(inline="always", fastmath=FASTMATH)
 def _block_hits(sums, base, lo, hi, offset, scale, norms, gains, mode, distance_form,
                 threshold):
@@ -133,7 +97,7 @@ def _block_hits(sums, base, lo, hi, offset, scale, norms, gains, mode, distance_
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _scan_range(blocked, b0, b1, start, stop, norms, gains, ranges, y, centroids, bits, mode,
+def _scan_range(blocked, b0, b1, start, stop, norms, gains, y, centroids, bits, mode,
                 distance_form, heap_s, heap_i):
     """One query against blocks ``b0 .. b1 - 1`` (vectors outside ``[start, stop)`` skipped)."""
     M = blocked.shape[1] // 16
@@ -181,7 +145,7 @@ def _scan_range(blocked, b0, b1, start, stop, norms, gains, ranges, y, centroids
 
 
 @njit(parallel=True, cache=True)
-def scan_blocked_topk(blocked, start, stop, norms, gains, ranges, y, centroids, bits, mode,
+def scan_blocked_topk(blocked, start, stop, norms, gains, y, centroids, bits, mode,
                       distance_form, n_chunks, out_score, out_label):
     """Best ``k`` codes of rows ``start .. stop - 1`` for every query.
 
@@ -193,8 +157,6 @@ def scan_blocked_topk(blocked, start, stop, norms, gains, ranges, y, centroids, 
         Range of vectors scanned (labels are the vector numbers).
     norms : float32 (n,) or (0,)
     gains : uint16 (n,) or (0,)
-    ranges : float32 (nblocks, 3)
-        From :func:`block_factor_ranges`.
     y : float32 (nq, d)
         Rotated queries.
     centroids : float32 (2**bits,)
@@ -216,7 +178,7 @@ def scan_blocked_topk(blocked, start, stop, norms, gains, ranges, y, centroids, 
         c = task % n_chunks
         b0 = first_block + c * per_chunk
         b1 = min(last_block, b0 + per_chunk)
-        _scan_range(blocked, b0, b1, start, stop, norms, gains, ranges, y[q], centroids, bits,
+        _scan_range(blocked, b0, b1, start, stop, norms, gains, y[q], centroids, bits,
                     mode, distance_form, out_score[q, c], out_label[q, c])
 
 
