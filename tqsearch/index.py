@@ -11,10 +11,10 @@ import numpy as np
 from .codebook import MAX_BITS
 from .codec import ESTIMATORS, METRICS, EncodedBatch, TurboQuantCodec
 from .config import ADD_CHUNK
-from .kernels.blocked_scan import scan_blocked_topk
+from .kernels.blocked_scan import row_factors, scan_blocked_topk, scan_blocked_topk_serial
 from .kernels.rerank import rerank_exact
 from .kernels.scan import scan_topk
-from .results import finalize_topk
+from .results import FORM_COSINE, FORM_L2, FORM_SIMILARITY, finalize_topk
 from .rotation import ROTATIONS
 from .store import RAW_DTYPES, CodeStore
 from .validation import as_matrix, check_k, check_positive_int
@@ -276,20 +276,17 @@ class TurboQuantIndex:
                 rerank_exact(self._store.arrays["raw"], queries, labels, self.metric == "l2", scores)
                 # exact similarities are of the raw (uncentred) vectors
                 sq_norms = np.einsum("ij,ij->i", queries, queries).astype(np.float32)
-        scores, labels = finalize_topk(scores, labels, k)
-        return self._to_metric(scores, labels, sq_norms, exact=bool(factor)), labels
+        return finalize_topk(scores, labels, k, sq_norms, self._to_metric(bool(factor)))
 
-    def _to_metric(self, sim, labels, sq_norms, exact):
-        """Ranking similarities -> the metric's scores (-inf / +inf on empty slots)."""
-        valid = labels >= 0
+    def _to_metric(self, exact):
+        """How ranking similarities become the metric's scores: a ``FORM_*`` of
+        :mod:`tqsearch.results` (empty slots get -inf, or +inf for "l2")."""
         if self.metric == "l2":
-            dist = np.maximum(sq_norms[:, None] - sim, 0)
-            return np.where(valid, dist, np.float32(np.inf)).astype(np.float32)
+            return FORM_L2
         if self.metric == "cosine" and self.codec.distance_form and not exact:
             # sim = 2 <q', x'> - ||x'||^2 on centred unit vectors: cos = 1 - ||q - x||^2 / 2
-            cos = 1 - (sq_norms[:, None] - sim) / 2
-            return np.where(valid, cos, np.float32(-np.inf)).astype(np.float32)
-        return sim
+            return FORM_COSINE
+        return FORM_SIMILARITY
 
     def _scan(self, y, y_sign, k, start, stop):
         """Run the scan kernel on vectors ``start:stop``; returns unsorted candidate heaps."""
@@ -300,15 +297,36 @@ class TurboQuantIndex:
         out_s = np.empty((nq, n_chunks, k), dtype=np.float32)
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
         if stop > start and store.layout == "blocked":
-            scan_blocked_topk(store.codes, start, stop, store.field("norms"),
-                              store.field("gains"), y, codec.centroids, codec.index_bits,
-                              codec.mode, codec.distance_form, n_chunks, out_s, out_i)
+            fa, fc, fc_max = self._filter_factors()
+            pair = nq >= 2 * threads
+            args = (store.codes, start, stop, fa, fc, fc_max, store.field("norms"),
+                    store.field("gains"), y, codec.centroids, codec.index_bits, codec.mode,
+                    codec.distance_form, n_chunks, pair, out_s, out_i)
+            if threads == 1 or nq * n_chunks == 1:
+                scan_blocked_topk_serial(*args)  # no thread-pool launch for one task
+            else:
+                scan_blocked_topk(*args)
         else:
             batch = store.rows(start, stop)
             scan_topk(batch.codes, batch.norms, batch.gains, y, y_sign, codec.centroids,
                       codec.index_bits, codec.mode, codec.distance_form, n_chunks, start,
                       out_s, out_i)
         return out_s.reshape(nq, -1), out_i.reshape(nq, -1)
+
+    def _filter_factors(self):
+        """Per-vector factors of the blocked scan's candidate filter (cached until the
+        stored vectors change)."""
+        store = self._store
+        arrays = (store.codes, store.arrays.get("norms"), store.arrays.get("gains"))
+        cached = getattr(self, "_filter_cache", None)
+        if (cached is None or cached[0] != store.n
+                or any(a is not b for a, b in zip(cached[1], arrays))):
+            codec = self.codec
+            factors = row_factors(store.field("norms"), store.field("gains"), store.n,
+                                  codec.mode, codec.distance_form)
+            cached = (store.n, arrays, factors)
+            self._filter_cache = cached
+        return cached[2]
 
 
 class _threads:
@@ -319,11 +337,14 @@ class _threads:
 
     def __enter__(self):
         self.previous = numba.get_num_threads()
-        if self.n is not None:
-            numba.set_num_threads(min(self.n, numba.config.NUMBA_NUM_THREADS))
+        want = self.previous if self.n is None else min(self.n, numba.config.NUMBA_NUM_THREADS)
+        self.changed = want != self.previous
+        if self.changed:  # setting the count costs more than a small query
+            numba.set_num_threads(want)
 
     def __exit__(self, *exc):
-        numba.set_num_threads(self.previous)
+        if self.changed:
+            numba.set_num_threads(self.previous)
 
 
 def _check_rerank(rerank, has_raw) -> float:

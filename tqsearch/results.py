@@ -3,11 +3,59 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-__all__ = ["finalize_topk", "merge_results"]
+__all__ = ["finalize_topk", "merge_results", "FORM_SIMILARITY", "FORM_L2", "FORM_COSINE"]
 
 
-def finalize_topk(scores: np.ndarray, labels: np.ndarray, k: int):
+# How similarities turn into the returned scores (see :func:`finalize_topk`).
+FORM_SIMILARITY = 0  # returned as they are
+FORM_L2 = 1  # squared distance max(sq_norm - sim, 0); empty slots +inf
+FORM_COSINE = 2  # 1 - (sq_norm - sim) / 2 (centred unit vectors); empty slots -inf
+
+
+@njit(cache=True)
+def _better(s1, l1, s2, l2):
+    """Is ``(s1, l1)`` ranked before ``(s2, l2)`` (larger score, then smaller label)?"""
+    return s1 > s2 or (s1 == s2 and l1 < l2)
+
+
+@njit(cache=True)
+def _finalize(scores, labels, sq_norms, form, out_s, out_i):
+    nq, m = scores.shape
+    k = out_s.shape[1]
+    neg = np.float32(-np.inf)
+    for q in range(nq):
+        filled = 0
+        for j in range(m):
+            lab = labels[q, j]
+            if lab < 0:
+                continue
+            s = scores[q, j]
+            if filled == k and not _better(s, lab, out_s[q, k - 1], out_i[q, k - 1]):
+                continue
+            # insertion into the sorted prefix
+            i = filled if filled < k else k - 1
+            while i > 0 and _better(s, lab, out_s[q, i - 1], out_i[q, i - 1]):
+                out_s[q, i] = out_s[q, i - 1]
+                out_i[q, i] = out_i[q, i - 1]
+                i -= 1
+            out_s[q, i] = s
+            out_i[q, i] = lab
+            if filled < k:
+                filled += 1
+        for i in range(k):
+            if i >= filled:
+                out_i[q, i] = -1
+                out_s[q, i] = np.float32(np.inf) if form == FORM_L2 else neg
+            elif form == FORM_L2:
+                out_s[q, i] = max(sq_norms[q] - out_s[q, i], np.float32(0.0))
+            elif form == FORM_COSINE:
+                out_s[q, i] = np.float32(1.0) - (sq_norms[q] - out_s[q, i]) / np.float32(2.0)
+
+
+def finalize_topk(scores: np.ndarray, labels: np.ndarray, k: int, sq_norms=None,
+                  form: int = FORM_SIMILARITY):
     """Sort candidates best first and keep ``k`` per query.
 
     Parameters
@@ -16,25 +64,28 @@ def finalize_topk(scores: np.ndarray, labels: np.ndarray, k: int):
         Similarities (larger is better); empty slots hold any value with label -1.
     labels : int64 (nq, m)
     k : int
+    sq_norms : float32 (nq,), optional
+        Squared query norms, for ``form`` FORM_L2 and FORM_COSINE.
+    form : int
+        FORM_SIMILARITY (scores returned as they are), FORM_L2 (squared
+        distances ``max(sq_norms - sim, 0)``) or FORM_COSINE (``1 - (sq_norms -
+        sim) / 2``, the distance form on unit vectors).
 
     Returns
     -------
-    scores : float32 (nq, k), labels : int64 (nq, k), padded with label -1.
-    Ties are broken by the smaller label, so the order is deterministic.
+    scores : float32 (nq, k), labels : int64 (nq, k), padded with label -1
+    (score -inf, +inf for FORM_L2). Ties are broken by the smaller label, so
+    the order is deterministic. Ranking is always by similarity.
     """
-    nq, m = scores.shape
-    key = np.where(labels >= 0, scores, -np.inf)
-    # lexsort: last key is primary -> (-score, label)
-    order = np.lexsort((labels, -key), axis=-1) if m else np.empty((nq, 0), np.int64)
-    order = order[:, :k]
-    out_s = np.take_along_axis(scores, order, axis=1)
-    out_i = np.take_along_axis(labels, order, axis=1)
-    if m < k:
-        pad = k - m
-        out_s = np.concatenate([out_s, np.full((nq, pad), -np.inf, np.float32)], axis=1)
-        out_i = np.concatenate([out_i, np.full((nq, pad), -1, np.int64)], axis=1)
-    invalid = out_i < 0
-    out_s = np.where(invalid, np.float32(-np.inf), out_s).astype(np.float32)
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    nq = scores.shape[0]
+    if sq_norms is None:
+        sq_norms = np.zeros(nq, dtype=np.float32)
+    out_s = np.empty((nq, k), dtype=np.float32)
+    out_i = np.empty((nq, k), dtype=np.int64)
+    _finalize(scores, labels, np.ascontiguousarray(sq_norms, dtype=np.float32), int(form),
+              out_s, out_i)
     return out_s, out_i
 
 

@@ -3,11 +3,27 @@
 Codes whose bits per coordinate divide 4 (1, 2 or 4) are stored as ``M``
 nibbles per vector in the layout of :mod:`tqsearch.kernels.fastscan`. Per
 query the float table ``T`` (M, 16) is quantized to ``uint8`` (one scale per
-query); the SIMD scanner sums a block of 32 vectors at a time, and only the
-vectors whose *upper bound* could enter the current top k are re-scored
-exactly with ``T``. The bound is rigorous (the largest rounding error of the
-quantized table, summed over sub-codes), so results equal those of a float
-scan of the same codes.
+query); the SIMD scanner sums a block of 32 vectors at a time and, without
+the sums leaving the registers, tests every row's *upper bound* against the
+current top-k threshold (:func:`tqsearch.kernels.fastscan.scan_block_filter`).
+Only the rows that pass are re-scored exactly with ``T``. The bound is
+rigorous, so results equal those of a float scan of the same codes.
+
+The bound of a row is affine in its integer sum ``S``::
+
+    estimate <= fa[v] * (offset + scale * S) - fc[v]
+
+with ``offset = bias + err`` (``err`` the largest rounding error of the
+quantized table, summed over sub-codes) and per-vector factors from
+:func:`row_factors`: ``fa = norm * gain`` and ``fc = 0``, or in the distance
+form (``2 n s - n^2``) ``fa = 2 * norm * gain`` and ``fc = norm^2`` (``gain``
+is 1 for the "mse" estimator, ``norm`` 1 when none is stored). The filter's
+float32 arithmetic differs from the exact score's, so the threshold it tests
+against is lowered by a relative margin (:func:`_lowered`) far above the
+rounding error.
+
+Batches score two queries per pass over a block (shared code loads and
+nibble splits), each with its own table, threshold and heap.
 """
 
 from __future__ import annotations
@@ -16,9 +32,56 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
-from .fastscan import BLOCK, lut_group, nibble_at, quantize_lut, scan_block
+from .fastscan import (BLOCK, lut_group, nibble_at, quantize_lut, scan_block_filter,
+                       scan_block_filter2)
 from .scan import GAIN_ONE, MODE_CORRECTED, combine
-from .topk import SENTINEL, heap_init, heap_push
+from .topk import heap_init, heap_push
+
+__all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "build_nibble_lut", "row_factors", "MODE_CORRECTED",
+           "GAIN_ONE"]
+
+# Relative margin of the filter's threshold: covers the float32 rounding of
+# ``fa * x - fc`` against the exact score's own order of operations (a few ulps
+# of ``|score| + norm^2``, i.e. ~1e-7 relative), with a wide safety factor.
+MARGIN = 1e-5
+
+
+def row_factors(norms, gains, n, mode, distance_form):
+    """Per-vector factors of the scan filter, padded to whole blocks.
+
+    Parameters
+    ----------
+    norms : float32 (n,) or (0,)
+    gains : uint16 (n,) or (0,)
+    n : int
+        Vectors stored.
+    mode : int
+        ``MODE_MSE`` or ``MODE_CORRECTED``.
+    distance_form : bool
+
+    Returns
+    -------
+    fa, fc : float32 (32 * ceil(n / 32),)
+        Padding rows have ``fa = fc = 0``.
+    fc_max : float
+        Largest ``fc`` (enters the threshold margin).
+    """
+    padded = -(-n // BLOCK) * BLOCK
+    a = np.ones(n, dtype=np.float64)
+    if mode == MODE_CORRECTED:
+        a *= gains[:n].astype(np.float64) / GAIN_ONE
+    c = np.zeros(n, dtype=np.float64)
+    if norms.shape[0] > 0:
+        nv = norms[:n].astype(np.float64)
+        a *= nv
+        if distance_form:
+            a *= 2.0
+            c = nv * nv
+    fa = np.zeros(padded, dtype=np.float32)
+    fc = np.zeros(padded, dtype=np.float32)
+    fa[:n] = a
+    fc[:n] = c
+    return fa, fc, float(fc.max()) if n else 0.0
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -42,72 +105,31 @@ def build_nibble_lut(y, centroids, bits, lut):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _exact_sum(blocked, M, v, lut):
+def _exact_sum(blocked, M, v, luts, q):
     acc = np.float32(0.0)
     for m in range(M):
-        acc += lut[m, nibble_at(blocked, M, v, m)]
+        acc += luts[q, m, nibble_at(blocked, M, v, m)]
     return acc
 
 
+@njit(inline="always")
+def _lowered(threshold, fc_max):
+    """The filter's threshold: ``threshold`` minus the rounding margin (-inf when empty)."""
+    t = np.float64(threshold)
+    return np.float32(t - MARGIN * (abs(t) + fc_max))
+
+
 @njit(inline="always", fastmath=FASTMATH)
-def _block_hits(sums, base, lo, hi, offset, scale, norms, gains, mode, distance_form,
-                threshold):
-    """How many rows ``lo .. hi - 1`` have an estimate of ``offset + scale * sums[r]``
-    above ``threshold``.
+def _prepare(y, centroids, bits, luts, luts_u8, q, params):
+    """Float and quantized tables of one query, and its filter's offset and scale.
 
-    One counting loop per estimator shape, with no branch and no store
-    inside and unsigned (wrap-around free) indices, so each vectorizes over
-    the block's rows (a float max reduction would not: it needs no-NaN
-    fast-math, which the kernels avoid).
+    Writes ``luts[q]``, ``luts_u8[q]``, ``params[3 q : 3 q + 2]``; returns the
+    byte grouping that is exact for the quantized table.
     """
-    unit = np.float32(1.0 / GAIN_ONE)
-    two = np.float32(2.0)
-    hits = 0
-    if norms.shape[0] == 0:
-        if mode == MODE_CORRECTED:
-            for r in range(lo, hi):
-                i = np.uint64(base + r)
-                s = (offset + scale * np.float32(sums[np.uint64(r)])) * np.float32(gains[i])
-                hits += np.int32(s * unit > threshold)
-        else:
-            for r in range(lo, hi):
-                hits += np.int32(offset + scale * np.float32(sums[np.uint64(r)]) > threshold)
-    elif distance_form:
-        if mode == MODE_CORRECTED:
-            for r in range(lo, hi):
-                i = np.uint64(base + r)
-                s = (offset + scale * np.float32(sums[np.uint64(r)])) * (np.float32(gains[i]) * unit)
-                hits += np.int32(norms[i] * (two * s - norms[i]) > threshold)
-        else:
-            for r in range(lo, hi):
-                i = np.uint64(base + r)
-                s = offset + scale * np.float32(sums[np.uint64(r)])
-                hits += np.int32(norms[i] * (two * s - norms[i]) > threshold)
-    else:
-        if mode == MODE_CORRECTED:
-            for r in range(lo, hi):
-                i = np.uint64(base + r)
-                s = (offset + scale * np.float32(sums[np.uint64(r)])) * (np.float32(gains[i]) * unit)
-                hits += np.int32(norms[i] * s > threshold)
-        else:
-            for r in range(lo, hi):
-                i = np.uint64(base + r)
-                hits += np.int32(norms[i] * (offset + scale * np.float32(sums[np.uint64(r)])) > threshold)
-    return hits
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _scan_range(blocked, b0, b1, start, stop, norms, gains, y, centroids, bits, mode,
-                distance_form, heap_s, heap_i):
-    """One query against blocks ``b0 .. b1 - 1`` (vectors outside ``[start, stop)`` skipped)."""
-    M = blocked.shape[1] // 16
-    zero = np.float32(0.0)
-    heap_init(heap_s, heap_i)
-    lut = np.empty((M, 16), dtype=np.float32)
-    lut_u8 = np.empty((M, 16), dtype=np.uint8)
-    sums = np.empty(BLOCK, dtype=np.int32)
+    M = luts.shape[1]
+    lut = luts[q]
     build_nibble_lut(y, centroids, bits, lut)
-    scale, bias = quantize_lut(lut, lut_u8, 1)
+    scale, bias = quantize_lut(lut, luts_u8[q], 1)
     # exact bound on |float table sum - (bias + scale * integer sum)|
     err = 0.0
     for m in range(M):
@@ -116,37 +138,100 @@ def _scan_range(blocked, b0, b1, start, stop, norms, gains, y, centroids, bits, 
         for e in range(16):
             lo = min(lo, lut[m, e])
         for e in range(16):
-            diff = abs(np.float64(lut[m, e]) - (lo + scale * np.float64(lut_u8[m, e])))
+            diff = abs(np.float64(lut[m, e]) - (lo + scale * np.float64(luts_u8[q, m, e])))
             worst = max(worst, diff)
         err += worst
-    # float32 rounding of the exact sums, with margin
+    # float32 rounding of the exact sums and of the filter's own arithmetic, with margin
     err = err * 1.0001 + 1e-6 * (abs(bias) + scale * 255.0 * M)
-    group = lut_group(lut_u8)
-    scale32 = np.float32(scale)
-    offset32 = np.float32(bias + err)
+    params[3 * q] = np.float32(bias + err)
+    params[3 * q + 1] = np.float32(scale)
+    return lut_group(luts_u8[q])
+
+
+@njit(inline="always")
+def _range_mask(base, start, stop):
+    """Bits of the rows ``r`` of a block starting at vector ``base`` with
+    ``start <= base + r < stop``."""
+    lo = max(start - base, 0)
+    hi = min(stop - base, BLOCK)
+    if hi <= lo:
+        return np.int64(0)
+    return ((np.int64(1) << hi) - 1) & ~((np.int64(1) << lo) - 1)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _take(blocked, M, base, mask, luts, q, norms, gains, mode, distance_form, fc_max,
+          params, heap_s, heap_i):
+    """Re-score the rows of ``mask`` exactly and push those above the threshold."""
+    zero = np.float32(0.0)
     threshold = heap_s[0]
-    for b in range(b0, b1):
-        scan_block(blocked, b, M, lut_u8, sums, group)
-        base = b * BLOCK
-        lo = max(start - base, 0)
-        hi = min(stop - base, BLOCK)
-        if _block_hits(sums, base, lo, hi, offset32, scale32, norms, gains, mode,
-                       distance_form, threshold) == 0:
-            continue
-        for r in range(lo, hi):
+    for r in range(BLOCK):
+        if (mask >> r) & 1:
             v = base + r
-            upper = offset32 + scale32 * np.float32(sums[r])
-            if combine(upper, zero, v, mode, zero, norms, gains, distance_form) > threshold:
-                exact = _exact_sum(blocked, M, v, lut)
-                s = combine(exact, zero, v, mode, zero, norms, gains, distance_form)
-                if s > threshold:
-                    heap_push(heap_s, heap_i, s, v)
-                    threshold = heap_s[0]
+            exact = _exact_sum(blocked, M, v, luts, q)
+            s = combine(exact, zero, v, mode, zero, norms, gains, distance_form)
+            if s > threshold:
+                heap_push(heap_s, heap_i, s, v)
+                threshold = heap_s[0]
+    params[3 * q + 2] = _lowered(threshold, fc_max)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _scan_one(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y, centroids,
+              bits, mode, distance_form, heap_s, heap_i):
+    """One query against blocks ``b0 .. b1 - 1`` (vectors outside ``[start, stop)`` skipped)."""
+    M = blocked.shape[1] // 16
+    heap_init(heap_s, heap_i)
+    luts = np.empty((1, M, 16), dtype=np.float32)
+    luts_u8 = np.empty((1, M, 16), dtype=np.uint8)
+    params = np.empty(3, dtype=np.float32)
+    group = _prepare(y, centroids, bits, luts, luts_u8, 0, params)
+    params[2] = _lowered(heap_s[0], fc_max)
+    for b in range(b0, b1):
+        mask = scan_block_filter(blocked, b, M, luts_u8, 0, fa, fc, params, group)
+        if mask == 0:
+            continue
+        base = b * BLOCK
+        mask &= _range_mask(base, start, stop)
+        if mask != 0:
+            _take(blocked, M, base, mask, luts, 0, norms, gains, mode, distance_form, fc_max,
+                  params, heap_s, heap_i)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _scan_two(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y0, y1,
+              centroids, bits, mode, distance_form, heap_s0, heap_i0, heap_s1, heap_i1):
+    """Two queries against blocks ``b0 .. b1 - 1``, both tables in one pass per block."""
+    M = blocked.shape[1] // 16
+    heap_init(heap_s0, heap_i0)
+    heap_init(heap_s1, heap_i1)
+    luts = np.empty((2, M, 16), dtype=np.float32)
+    luts_u8 = np.empty((2, M, 16), dtype=np.uint8)
+    params = np.empty(6, dtype=np.float32)
+    group = min(_prepare(y0, centroids, bits, luts, luts_u8, 0, params),
+                _prepare(y1, centroids, bits, luts, luts_u8, 1, params))
+    params[2] = _lowered(heap_s0[0], fc_max)
+    params[5] = _lowered(heap_s1[0], fc_max)
+    low = np.int64(0xFFFFFFFF)
+    for b in range(b0, b1):
+        mask = scan_block_filter2(blocked, b, M, luts_u8, 0, fa, fc, params, group)
+        if mask == 0:
+            continue
+        base = b * BLOCK
+        rows = _range_mask(base, start, stop)
+        m0 = mask & low & rows
+        m1 = (mask >> 32) & low & rows
+        if m0 != 0:
+            _take(blocked, M, base, m0, luts, 0, norms, gains, mode, distance_form, fc_max,
+                  params, heap_s0, heap_i0)
+        if m1 != 0:
+            _take(blocked, M, base, m1, luts, 1, norms, gains, mode, distance_form, fc_max,
+                  params, heap_s1, heap_i1)
 
 
 @njit(parallel=True, cache=True)
-def scan_blocked_topk(blocked, start, stop, norms, gains, y, centroids, bits, mode,
-                      distance_form, n_chunks, out_score, out_label):
+def scan_blocked_topk(blocked, start, stop, fa, fc, fc_max, norms, gains, y, centroids, bits,
+                      mode, distance_form, n_chunks, pair, out_score, out_label):
     """Best ``k`` codes of rows ``start .. stop - 1`` for every query.
 
     Parameters
@@ -155,6 +240,10 @@ def scan_blocked_topk(blocked, start, stop, norms, gains, y, centroids, bits, mo
         Codes in the fast-scan layout, ``M = ceil(d * bits / 4)``.
     start, stop : int
         Range of vectors scanned (labels are the vector numbers).
+    fa, fc : float32 (32 * nblocks,)
+        Filter factors from :func:`row_factors`.
+    fc_max : float
+        Largest ``fc``.
     norms : float32 (n,) or (0,)
     gains : uint16 (n,) or (0,)
     y : float32 (nq, d)
@@ -167,19 +256,30 @@ def scan_blocked_topk(blocked, start, stop, norms, gains, y, centroids, bits, mo
     distance_form : bool
     n_chunks : int
         Ranges per query scanned in parallel.
+    pair : bool
+        Scan queries two at a time (one pass over each block for both).
     out_score, out_label : float32 / int64 (nq, n_chunks, k), written
     """
     nq = y.shape[0]
     first_block = start // BLOCK
     last_block = (stop + BLOCK - 1) // BLOCK
     per_chunk = (last_block - first_block + n_chunks - 1) // n_chunks
-    for task in prange(nq * n_chunks):
-        q = task // n_chunks
+    per_task = 2 if pair else 1
+    n_groups = (nq + per_task - 1) // per_task
+    for task in prange(n_groups * n_chunks):
+        q = (task // n_chunks) * per_task
         c = task % n_chunks
         b0 = first_block + c * per_chunk
         b1 = min(last_block, b0 + per_chunk)
-        _scan_range(blocked, b0, b1, start, stop, norms, gains, y[q], centroids, bits,
-                    mode, distance_form, out_score[q, c], out_label[q, c])
+        if pair and q + 1 < nq:
+            _scan_two(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y[q],
+                      y[q + 1], centroids, bits, mode, distance_form, out_score[q, c],
+                      out_label[q, c], out_score[q + 1, c], out_label[q + 1, c])
+        else:
+            _scan_one(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y[q],
+                      centroids, bits, mode, distance_form, out_score[q, c], out_label[q, c])
 
 
-__all__ = ["scan_blocked_topk", "build_nibble_lut", "MODE_CORRECTED", "GAIN_ONE"]
+#: :func:`scan_blocked_topk` compiled without threads: no thread-pool launch, for
+#: single queries and single-threaded calls.
+scan_blocked_topk_serial = njit(cache=True)(scan_blocked_topk.py_func)

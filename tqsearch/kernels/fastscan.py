@@ -499,6 +499,42 @@ def scan_block_multi_portable(blocked, block_index, M, luts, out, group=1):
         _block_portable(blocked, block_index, M, luts, q, flat, q * out.shape[1])
 
 
+@njit(inline="always", cache=True)
+def _filter_portable(blocked, b, M, luts, q, fa, fc, params):
+    """Row mask of block ``b`` for table ``q`` (see :func:`scan_block_filter`)."""
+    offset = params[3 * q]
+    scale = params[3 * q + 1]
+    threshold = params[3 * q + 2]
+    mask = np.int64(0)
+    for p in range(16):
+        lo = np.int64(0)
+        hi = np.int64(0)
+        for m in range(M):
+            byte = blocked[b, 16 * m + p]
+            lo += luts[q, m, byte & 15]
+            hi += luts[q, m, byte >> 4]
+        r = (p >> 1) + 8 * (p & 1)
+        for rr, total in ((r, lo), (r + 16, hi)):
+            v = b * BLOCK + rr
+            x = offset + scale * np.float32(total)
+            if fa[v] * x - fc[v] > threshold:
+                mask |= np.int64(1) << rr
+    return mask
+
+
+@njit(inline="always", cache=True)
+def scan_block_filter_portable(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+    """:func:`scan_block_filter` in plain Numba (``group`` ignored); unchecked."""
+    return _filter_portable(blocked, block_index, M, luts, q, fa, fc, params)
+
+
+@njit(inline="always", cache=True)
+def scan_block_filter2_portable(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+    """:func:`scan_block_filter2` in plain Numba; unchecked."""
+    return (_filter_portable(blocked, block_index, M, luts, q, fa, fc, params)
+            | (_filter_portable(blocked, block_index, M, luts, q + 1, fa, fc, params) << 32))
+
+
 @njit(cache=True)
 def scan_blocked_multi_portable(blocked, n, M, luts, out):
     """:func:`scan_blocked_multi` in plain Numba (one table at a time)."""
@@ -566,6 +602,28 @@ def scan_block_multi_avx2(blocked, block_index, M, luts, out, group=1):
         q += 2
     if q < nq:
         _block_avx2(blocked, block_index, M, luts, q, out, q * ld, group)
+
+
+@njit(inline="always", cache=True)
+def scan_block_filter_avx2(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+    """:func:`scan_block_filter` with 32-byte ``vpshufb``; unchecked."""
+    if group >= 4:
+        return simd.block_filter_avx2_g4(blocked, block_index, M, luts, q, fa, fc, params)
+    elif group == 2:
+        return simd.block_filter_avx2_g2(blocked, block_index, M, luts, q, fa, fc, params)
+    else:
+        return simd.block_filter_avx2_g1(blocked, block_index, M, luts, q, fa, fc, params)
+
+
+@njit(inline="always", cache=True)
+def scan_block_filter2_avx2(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+    """:func:`scan_block_filter2` with 32-byte ``vpshufb``; unchecked."""
+    if group >= 4:
+        return simd.block_filter_avx2_q2_g4(blocked, block_index, M, luts, q, fa, fc, params)
+    elif group == 2:
+        return simd.block_filter_avx2_q2_g2(blocked, block_index, M, luts, q, fa, fc, params)
+    else:
+        return simd.block_filter_avx2_q2_g1(blocked, block_index, M, luts, q, fa, fc, params)
 
 
 @njit(cache=True)
@@ -654,6 +712,28 @@ def scan_block_multi_avx512(blocked, block_index, M, luts, out, group=1):
         _block_avx512(blocked, block_index, M, luts, q, out, q * ld, group)
 
 
+@njit(inline="always", cache=True)
+def scan_block_filter_avx512(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+    """:func:`scan_block_filter` with 64-byte ``vpshufb``; unchecked."""
+    if group >= 4:
+        return simd.block_filter_avx512_g4(blocked, block_index, M, luts, q, fa, fc, params)
+    elif group == 2:
+        return simd.block_filter_avx512_g2(blocked, block_index, M, luts, q, fa, fc, params)
+    else:
+        return simd.block_filter_avx512_g1(blocked, block_index, M, luts, q, fa, fc, params)
+
+
+@njit(inline="always", cache=True)
+def scan_block_filter2_avx512(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+    """:func:`scan_block_filter2` with 64-byte ``vpshufb``; unchecked."""
+    if group >= 4:
+        return simd.block_filter_avx512_q2_g4(blocked, block_index, M, luts, q, fa, fc, params)
+    elif group == 2:
+        return simd.block_filter_avx512_q2_g2(blocked, block_index, M, luts, q, fa, fc, params)
+    else:
+        return simd.block_filter_avx512_q2_g1(blocked, block_index, M, luts, q, fa, fc, params)
+
+
 @njit(cache=True)
 def scan_blocked_multi_avx512(blocked, n, M, luts, out):
     """:func:`scan_blocked_multi` with 64-byte ``vpshufb``."""
@@ -703,6 +783,24 @@ _SCAN_BLOCKED_MULTI = {
     "avx2": scan_blocked_multi_avx2,
     "avx512": scan_blocked_multi_avx512,
 }
+
+
+_SCAN_BLOCK_FILTER = {
+    "portable": scan_block_filter_portable,
+    "avx2": scan_block_filter_avx2,
+    "avx512": scan_block_filter_avx512,
+}
+_SCAN_BLOCK_FILTER2 = {
+    "portable": scan_block_filter2_portable,
+    "avx2": scan_block_filter2_avx2,
+    "avx512": scan_block_filter2_avx512,
+}
+
+
+def filter_kernels(variant):
+    """``(scan_block_filter, scan_block_filter2)`` of one variant (see :func:`kernels`)."""
+    kernels(variant)
+    return _SCAN_BLOCK_FILTER[variant], _SCAN_BLOCK_FILTER2[variant]
 
 
 def kernels(variant):
@@ -756,3 +854,17 @@ scan_block_multi = _SCAN_BLOCK_MULTI[VARIANT]
 #: ``q`` of ``luts`` (uint8 (nq, M, 16)), ``out`` int32/uint32 (nq, >= n) C-contiguous.
 #: Scans ``QUERY_CHUNK`` tables per sweep of the codes, two per pass over a block.
 scan_blocked_multi = _SCAN_BLOCKED_MULTI[VARIANT]
+
+#: ``scan_block_filter(blocked, block_index, M, luts, q, fa, fc, params, group=1)``:
+#: scans block ``block_index`` with table ``q`` of ``luts`` (uint8 (nq, M, 16)) and
+#: returns an int64 bit mask: bit ``r`` is set iff ``fa[v] * (offset + scale * S(v))
+#: - fc[v] > threshold`` for ``v = 32 * block_index + r``, in float32, with
+#: ``(offset, scale, threshold) = params[3 * q : 3 * q + 3]`` (``params`` float32,
+#: flat; ``fa``, ``fc`` float32 with at least ``32 * nblocks`` elements). The sums
+#: stay in registers: this is the fused candidate test of a top-k scan. ``group``
+#: from :func:`lut_group`. Inlined and unchecked.
+scan_block_filter = _SCAN_BLOCK_FILTER[VARIANT]
+
+#: ``scan_block_filter2(...)``: :func:`scan_block_filter` for tables ``q`` and
+#: ``q + 1`` in one pass over the block; table ``q + 1``'s mask in bits 32..63.
+scan_block_filter2 = _SCAN_BLOCK_FILTER2[VARIANT]

@@ -181,6 +181,22 @@ def max_adds_between_flushes(width):
 def emit_block_scan(builder, width, codes_base, lut_bases, M, out_ptrs, group=1):
     """Emit the scan of one block of ``BLOCK`` vectors against one or more tables.
 
+    Stores each table's sums to its pointer of ``out_ptrs`` and returns each table's
+    largest sum (list of i32 values); see :func:`emit_block_sums` for the arguments.
+    """
+    maxima = []
+    fnty = ir.FunctionType(_i32, [_vec(_i32, BLOCK)])
+    smax = cgutils.get_or_insert_function(builder.module, fnty, "llvm.vector.reduce.smax.v32i32")
+    for q, sums in enumerate(emit_block_sums(builder, width, codes_base, lut_bases, M, group)):
+        ptr = builder.bitcast(out_ptrs[q], _vec(_i32, BLOCK).as_pointer())
+        builder.store(sums, ptr, align=4)
+        maxima.append(builder.call(smax, [sums]))
+    return maxima
+
+
+def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
+    """Emit the scan of one block of ``BLOCK`` vectors against one or more tables.
+
     Parameters
     ----------
     builder : llvmlite.ir.IRBuilder
@@ -189,14 +205,13 @@ def emit_block_scan(builder, width, codes_base, lut_bases, M, out_ptrs, group=1)
     codes_base : i8 pointer to the block's ``16 * M`` bytes.
     lut_bases : list of i8 pointers, one per table of ``16 * M`` bytes.
     M : i64 number of sub-codes.
-    out_ptrs : list of i32 pointers (one per table), each to ``BLOCK`` sums, written.
     group : int
         1, 2 or 4: lookup results of ``group`` consecutive steps are added as bytes
         before widening; exact only when ``group * max(table) <= 255``.
 
     Returns
     -------
-    list of i32 values: the largest sum of each table.
+    list of ``<32 x i32>`` values: each table's sums, position ``r`` for vector ``r``.
     """
     nq = len(lut_bases)
     k = width // 16
@@ -273,15 +288,32 @@ def emit_block_scan(builder, width, codes_base, lut_bases, M, out_ptrs, group=1)
             both = _shuffle(builder, low, high, list(range(32)))
             builder.store(builder.add(builder.load(acc32[q]), both), acc32[q])
 
-    maxima = []
-    fnty = ir.FunctionType(_i32, [_vec(_i32, BLOCK)])
-    smax = cgutils.get_or_insert_function(builder.module, fnty, "llvm.vector.reduce.smax.v32i32")
-    for q in range(nq):
-        ptr = builder.bitcast(out_ptrs[q], _vec(_i32, BLOCK).as_pointer())
-        sums = builder.load(acc32[q])
-        builder.store(sums, ptr, align=4)
-        maxima.append(builder.call(smax, [sums]))
-    return maxima
+    return [builder.load(acc32[q]) for q in range(nq)]
+
+
+def emit_row_filter(builder, sums, offset, scale, fa_ptr, fc_ptr, threshold):
+    """Bit mask (i32) of the rows whose bound ``fa * (offset + scale * sum) - fc`` is
+    above ``threshold``.
+
+    ``sums`` is a ``<32 x i32>`` value, ``offset``, ``scale`` and ``threshold`` float
+    scalars, ``fa_ptr`` / ``fc_ptr`` float pointers to the block's 32 per-vector
+    factors. Bit ``r`` of the result is row ``r``. All in registers, float32
+    arithmetic in the order written (no fast-math flags).
+    """
+    f32 = ir.FloatType()
+    vf = _vec(f32, BLOCK)
+
+    def splat(x):
+        undef = ir.Constant(vf, ir.Undefined)
+        one = builder.insert_element(undef, x, ir.Constant(_i32, 0))
+        return _shuffle(builder, one, undef, [0] * BLOCK)
+
+    x = builder.fadd(splat(offset), builder.fmul(splat(scale), builder.sitofp(sums, vf)))
+    fa = builder.load(builder.bitcast(fa_ptr, vf.as_pointer()), align=4)
+    fc = builder.load(builder.bitcast(fc_ptr, vf.as_pointer()), align=4)
+    s = builder.fsub(builder.fmul(fa, x), fc)
+    mask = builder.fcmp_ordered(">", s, splat(threshold))
+    return builder.bitcast(mask, _i32)
 
 
 # ---------------------------------------------------------------------------------
@@ -382,6 +414,84 @@ def make_block_intrinsic(width, nq=1, group=1):
     return intrinsic(impl)
 
 
+def _check_f32_c(ty, name, fname):
+    if not (isinstance(ty, types.Array) and ty.dtype == types.float32 and ty.layout == "C"):
+        raise TypingError(f"{fname}: {name} must be a C-contiguous float32 array, got {ty}")
+
+
+def make_filter_intrinsic(width, nq=1, group=1):
+    """Build the ``@intrinsic`` scanning one block and testing its rows against a bound.
+
+    The returned intrinsic has the Numba signature::
+
+        f(blocked, block_index, M, luts, lut_index, fa, fc, params) -> int64
+
+    ``blocked`` and ``luts`` as in :func:`make_block_intrinsic`; ``fa`` and ``fc`` are
+    C-contiguous float32 per-vector factors, of which elements ``32 * block_index +
+    (0 .. 31)`` are read; ``params`` is C-contiguous float32 holding ``(offset,
+    scale, threshold)`` of table ``t`` at flat elements ``3 * t .. 3 * t + 2``.
+    For table ``t = lut_index + i`` bit ``32 * i + r`` of the result is set iff
+    ``fa[v] * (offset + scale * sum_r) - fc[v] > threshold`` (``v = 32 * block_index
+    + r``), computed in float32 in that order. The sums never leave the registers.
+    Nothing is bounds-checked: callers check.
+    """
+    if nq not in (1, 2):
+        raise ValueError("nq must be 1 or 2 (the result packs 32 bits per table)")
+    fname = f"block_filter_w{width}_q{nq}_g{group}"
+
+    def impl(typingctx, blocked, block_index, M, luts, lut_index, fa, fc, params):
+        if not width_supported(width):
+            raise TypingError(
+                f"{fname}: the compile target lacks {', '.join(_REQUIRES[width])} "
+                "(see tqsearch.kernels.fastscan.available_variants())"
+            )
+        _check_u8_c(blocked, "blocked", fname)
+        _check_u8_c(luts, "lut", fname)
+        for name, ty in (("fa", fa), ("fc", fc), ("params", params)):
+            _check_f32_c(ty, name, fname)
+        for name, ty in (("block_index", block_index), ("M", M), ("lut_index", lut_index)):
+            if not isinstance(ty, types.Integer):
+                raise TypingError(f"{fname}: {name} must be an integer, got {ty}")
+        sig = types.int64(blocked, types.intp, types.intp, luts, types.intp, fa, fc, params)
+
+        def codegen(context, builder, signature, args):
+            a_blocked, a_b, a_m, a_lut, a_q0, a_fa, a_fc, a_par = args
+            arrs = [context.make_array(signature.args[i])(context, builder, args[i])
+                    for i in (0, 3, 5, 6, 7)]
+            codes, lut, fa, fc, par = arrs
+            stride = builder.mul(a_m, ir.Constant(_i64, 16))
+            codes_base = builder.gep(
+                builder.bitcast(codes.data, _i8.as_pointer()), [builder.mul(a_b, stride)]
+            )
+            lut_base = builder.bitcast(lut.data, _i8.as_pointer())
+            lut_bases = [
+                builder.gep(
+                    lut_base, [builder.mul(stride, builder.add(a_q0, ir.Constant(_i64, q)))]
+                )
+                for q in range(nq)
+            ]
+            row0 = builder.mul(a_b, ir.Constant(_i64, BLOCK))
+            fa_ptr = builder.gep(fa.data, [row0])
+            fc_ptr = builder.gep(fc.data, [row0])
+            sums = emit_block_sums(builder, width, codes_base, lut_bases, a_m, group)
+            result = ir.Constant(_i64, 0)
+            for q in range(nq):
+                at = builder.mul(builder.add(a_q0, ir.Constant(_i64, q)), ir.Constant(_i64, 3))
+                p = [builder.load(builder.gep(par.data, [builder.add(at, ir.Constant(_i64, i))]))
+                     for i in range(3)]
+                mask = emit_row_filter(builder, sums[q], p[0], p[1], fa_ptr, fc_ptr, p[2])
+                mask = builder.zext(mask, _i64)
+                if q:
+                    mask = builder.shl(mask, ir.Constant(_i64, 32 * q))
+                result = builder.or_(result, mask)
+            return result
+
+        return sig, codegen
+
+    impl.__name__ = fname
+    return intrinsic(impl)
+
+
 # One intrinsic per (width, group); ``group`` steps are added as bytes before widening.
 block_scan_avx2_g1 = make_block_intrinsic(32, group=1)
 block_scan_avx2_g2 = make_block_intrinsic(32, group=2)
@@ -396,3 +506,16 @@ block_scan_avx2_q2_g4 = make_block_intrinsic(32, nq=2, group=4)
 block_scan_avx512_q2_g1 = make_block_intrinsic(64, nq=2, group=1)
 block_scan_avx512_q2_g2 = make_block_intrinsic(64, nq=2, group=2)
 block_scan_avx512_q2_g4 = make_block_intrinsic(64, nq=2, group=4)
+# Scan and row test in one: the sums stay in registers, a bit mask comes back.
+block_filter_avx2_g1 = make_filter_intrinsic(32, group=1)
+block_filter_avx2_g2 = make_filter_intrinsic(32, group=2)
+block_filter_avx2_g4 = make_filter_intrinsic(32, group=4)
+block_filter_avx512_g1 = make_filter_intrinsic(64, group=1)
+block_filter_avx512_g2 = make_filter_intrinsic(64, group=2)
+block_filter_avx512_g4 = make_filter_intrinsic(64, group=4)
+block_filter_avx2_q2_g1 = make_filter_intrinsic(32, nq=2, group=1)
+block_filter_avx2_q2_g2 = make_filter_intrinsic(32, nq=2, group=2)
+block_filter_avx2_q2_g4 = make_filter_intrinsic(32, nq=2, group=4)
+block_filter_avx512_q2_g1 = make_filter_intrinsic(64, nq=2, group=1)
+block_filter_avx512_q2_g2 = make_filter_intrinsic(64, nq=2, group=2)
+block_filter_avx512_q2_g4 = make_filter_intrinsic(64, nq=2, group=4)
