@@ -282,4 +282,5 @@ def scan_blocked_topk(blocked, start, stop, fa, fc, fc_max, norms, gains, y, cen
 
 #: :func:`scan_blocked_topk` compiled without threads: no thread-pool launch, for
 #: single queries and single-threaded calls.
-scan_blocked_topk_serial = njit(cache=True)(scan_blocked_topk.py_func)
+scan_blocked_topk_serial = njit(cache=True)(getattr(scan_blocked_topk, "py_func",
+                                                   scan_blocked_topk))
