@@ -45,7 +45,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codebook import lloyd_max
-from .kernels.encode import encode_rows, pack_signs, unpack_indices
+from .kernels.encode import encode_rows, pack_signs, row_norms, unpack_indices
 from .kernels.scan import GAIN_ONE, MODE_CORRECTED, MODE_MSE, MODE_QJL
 from .rotation import Rotation, make_rotation
 
@@ -144,8 +144,12 @@ class TurboQuantCodec:
     def fit_mean(self, x: np.ndarray) -> None:
         """Set the centering mean from float32 (n, d) vectors (normalised first for cosine)."""
         if self.metric == "cosine":
-            x, _ = self.normalize(x)
-        self.mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+            norms = np.empty(x.shape[0], dtype=np.float32)
+            row_norms(x, norms)
+            weights = np.divide(1.0, norms, out=np.zeros(x.shape[0]), where=norms > 0)
+            self.mean = (weights @ x / x.shape[0]).astype(np.float32)
+        else:
+            self.mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
 
     def _centred(self, x: np.ndarray) -> np.ndarray:
         """Vectors as the codes see them: normalised for cosine, minus the mean if centring."""
@@ -178,29 +182,36 @@ class TurboQuantCodec:
     # -- encoding ------------------------------------------------------------
     def normalize(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Split rows into norms and unit directions (zero rows stay zero)."""
-        norms = np.linalg.norm(x, axis=1).astype(np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        norms = np.empty(x.shape[0], dtype=np.float32)
+        row_norms(x, norms)
         safe = np.where(norms > 0, norms, np.float32(1.0))
         return x / safe[:, None], norms
 
     def rotated_units(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rotated unit directions ``u = R x / ||x||`` (float32 (n, d)) and norms (n,)."""
-        unit, norms = self.normalize(x)
+        """What the quantizer codes: ``u = R x' / ||x'||`` (float32 (n, d)) and ``||x'||`` (n,).
+
+        ``x'`` is ``x`` normalised (cosine) and minus the mean (centring).
+        """
+        unit, norms = self.normalize(self._centred(x))
         return self.rotation.apply(unit), norms
 
     def encode(self, x: np.ndarray) -> EncodedBatch:
         """Code float32 (n, d) vectors (already validated)."""
         n = x.shape[0]
-        x = self._centred(x)
         matrix_t = self.rotation.matrix_t_or_none()
         if matrix_t is None:
             x = self.rotation.apply(x)  # large-d Hadamard: O(d log d) transform first
             matrix_t = np.empty((0, 0), dtype=np.float32)
+        # the mean is subtracted after the rotation, as R mean (the rotation is linear)
+        shift = (self.rotation.apply(self.mean[None, :])[0] if self.center
+                 else np.empty(0, dtype=np.float32))
         codes = np.empty((n, self.code_bytes), dtype=np.uint8)
         norms = np.empty(n, dtype=np.float32)
         dots = np.empty(n, dtype=np.float32)
         residual = np.empty((n, self.d) if self.qjl else (0, 0), dtype=np.float32)
-        encode_rows(x, matrix_t, self.edges, self.magnitudes, self.index_bits, self.scales,
-                    codes, norms, dots, residual)
+        encode_rows(x, self.metric == "cosine", shift, matrix_t, self.edges, self.magnitudes,
+                    self.index_bits, self.scales, codes, norms, dots, residual)
         if self.qjl:
             projected = residual @ self.qjl_matrix.T
             pack_signs(projected, codes, self.index_bytes)

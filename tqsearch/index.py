@@ -204,10 +204,17 @@ class TurboQuantIndex:
     def sa_encode(self, x) -> np.ndarray:
         """Codes of ``x`` as uint8 (n, code_size) rows, without adding them."""
         x = as_matrix(x, self.d, name="x")
+        self._check_trained("sa_encode")
         return self.codec.to_bytes(self.codec.encode(x))
+
+    def _check_trained(self, call):
+        if not self.is_trained:
+            raise ValueError(f"{call} needs the centring mean: call train(x) (or add vectors) "
+                             "first, or build the index with center=False")
 
     def sa_decode(self, codes) -> np.ndarray:
         """Reconstructions float32 (n, d) of uint8 (n, code_size) codes."""
+        self._check_trained("sa_decode")
         codes = np.asarray(codes)
         if codes.dtype != np.uint8:
             raise TypeError(f"codes must be uint8, got {codes.dtype}")
@@ -217,8 +224,16 @@ class TurboQuantIndex:
         return self.codec.decode(self.codec.from_bytes(codes))
 
     def reconstruct_n(self, start=0, n=None) -> np.ndarray:
-        """Reconstructions of stored vectors ``start .. start + n - 1``."""
-        stop = self.ntotal if n is None else min(self.ntotal, start + n)
+        """Reconstructions of stored vectors ``start .. start + n - 1`` (all by default)."""
+        if n is None:
+            n = self.ntotal - start if isinstance(start, numbers.Integral) else 0
+        for value, name in ((start, "start"), (n, "n")):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"reconstruct_n: {name} must be an integer, got {value!r}")
+        if start < 0 or n < 0 or start + n > self.ntotal:
+            raise ValueError(f"reconstruct_n: range start={start}, n={n} is outside "
+                             f"0..{self.ntotal}")
+        stop = start + n
         return self.codec.decode(self._store.rows(start, stop))
 
     def codes(self) -> np.ndarray:
@@ -273,7 +288,14 @@ class TurboQuantIndex:
                 if self.metric == "cosine":
                     queries, _ = self.codec.normalize(xq)
                 scores = np.empty_like(scores)
-                rerank_exact(self._store.arrays["raw"], queries, labels, self.metric == "l2", scores)
+                raw = self._store.arrays["raw"]
+                none = np.empty((0, 0), dtype=np.float32)
+                if raw.dtype == np.float16:  # the kernel converts the bits itself
+                    rerank_exact(none, raw.view(np.uint16), queries, labels,
+                                 self.metric == "l2", scores)
+                else:
+                    rerank_exact(raw, none.view(np.uint16), queries, labels,
+                                 self.metric == "l2", scores)
                 # exact similarities are of the raw (uncentred) vectors
                 sq_norms = np.einsum("ij,ij->i", queries, queries).astype(np.float32)
         return finalize_topk(scores, labels, k, sq_norms, self._to_metric(bool(factor)))

@@ -99,7 +99,7 @@ def write_index(index: TurboQuantIndex, path) -> None:
                 pad = b"\0" * (spec["offset"] - pos)
                 f.write(pad)
                 crc = zlib.crc32(pad, crc)
-                data = memoryview(np.ascontiguousarray(arr)).cast("B")
+                data = memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B")
                 for lo in range(0, len(data), _CRC_CHUNK):
                     chunk = data[lo:lo + _CRC_CHUNK]
                     f.write(chunk)

@@ -30,9 +30,13 @@ ROTATIONS = ("hadamard", "dense")
 # butterflies, so the Hadamard rotation is applied through its (exact) matrix.
 _MATRIX_MAX_D = 256
 
-# Three rounds bring the coordinate law of structured inputs (sparse, one-hot,
-# constant) within sampling noise of a Haar rotation's; two are visibly worse.
+# Rounds of the transform. With d a power of two, three rounds bring the entries
+# of the rotation (and so the coordinates of one-hot, sparse or constant inputs)
+# within sampling noise of a Haar rotation's law. Otherwise each round mixes
+# only a block of p < d coordinates, and twelve rounds are needed for the same
+# (measured by the entries' fourth moment, d^2 E[R_ij^4] -> 3d / (d + 2)).
 _HADAMARD_ROUNDS = 3
+_HADAMARD_ROUNDS_OVERLAPPING = 12
 
 
 class Rotation:
@@ -121,7 +125,7 @@ class HadamardRotation(Rotation):
         self.block = 1 << (self.d.bit_length() - 1)
         if signs is None:
             rng = np.random.default_rng(seed)
-            rounds = _HADAMARD_ROUNDS
+            rounds = _HADAMARD_ROUNDS if self.block == self.d else _HADAMARD_ROUNDS_OVERLAPPING
             signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(rounds, self.d))
             perms = np.stack([rng.permutation(self.d) for _ in range(rounds)])
             # alternate leading / trailing block; identical when d is a power of two

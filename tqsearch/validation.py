@@ -49,8 +49,10 @@ def as_matrix(x, d: int | None = None, *, name: str = "x") -> np.ndarray:
             f"{name} has dimension {arr.shape[1]} but the index has dimension d={d}; "
             f"pass vectors of shape (n, {d})"
         )
-    out = np.ascontiguousarray(arr, dtype=np.float32)
-    if out.size and not np.isfinite(out).all():
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    # min/max propagate NaN and show infinities without a boolean temporary
+    if out.size and not (np.isfinite(out.min()) and np.isfinite(out.max())):
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
         raise ValueError(
             f"{name} contains NaN or infinite values (first bad row: {int(bad[0])}); "

@@ -102,7 +102,19 @@ def pack_row(idx, bits, row):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def encode_rows(x, matrix_t, edges, mags, bits, scales, codes, norms, dots, residual):
+def row_norms(x, out):
+    """``out[i] = ||x[i]||`` for float32 (n, d) ``x`` (float32 accumulation, like the encoder)."""
+    n, d = x.shape
+    for i in prange(n):
+        acc = np.float32(0.0)
+        for j in range(d):
+            acc += x[i, j] * x[i, j]
+        out[i] = np.sqrt(acc)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def encode_rows(x, unit_first, shift, matrix_t, edges, mags, bits, scales, codes, norms, dots,
+                residual):
     """Normalise, rotate, quantize and pack vectors in one pass.
 
     The codebook is symmetric, so a coordinate is coded by its sign and the
@@ -115,12 +127,19 @@ def encode_rows(x, matrix_t, edges, mags, bits, scales, codes, norms, dots, resi
     which is what ranking by inner product needs (only estimators invariant to
     the scale of ``c(u)`` may use it).
 
+    Each row becomes ``y = R (x / ||x|| if unit_first else x) - shift`` and
+    ``u = y / ||y||``.
+
     Parameters
     ----------
     x : float32 (n, d)
         Input vectors, or already rotated ones when ``matrix_t`` is (0, 0).
+    unit_first : bool
+        Normalise rows before anything else (cosine).
+    shift : float32 (d,) or (0,)
+        Subtracted after the rotation: the rotated centering mean, ``R mean``.
     matrix_t : float32 (d, d) or (0, 0)
-        Transposed rotation matrix: ``u = matrix_t.T @ x / ||x||``.
+        Transposed rotation matrix ``R^T``.
     edges : float32 (2**(bits-1) - 1,)
         Positive decision boundaries, increasing.
     mags : float32 (2**(bits-1),)
@@ -130,7 +149,7 @@ def encode_rows(x, matrix_t, edges, mags, bits, scales, codes, norms, dots, resi
     scales : float32 (S,)
         Candidate rescalings; ``[1.0]`` is the plain Lloyd-Max quantizer.
     codes : uint8 (n, >= ceil(d * bits / 8)), written (first bytes of each row)
-    norms : float32 (n,), written with ``||x||``
+    norms : float32 (n,), written with ``||y||``
     dots : float32 (n,), written with ``<u, c(u)>``
     residual : float32 (n, d) or (0, 0)
         When it has n rows, written with ``u - c(u)``.
@@ -138,6 +157,7 @@ def encode_rows(x, matrix_t, edges, mags, bits, scales, codes, norms, dots, resi
     n, d = x.shape
     half = 1 << (bits - 1)
     rotate = matrix_t.shape[0] == d
+    centre = shift.shape[0] == d
     want_residual = residual.shape[0] == n
     n_chunks = (n + 127) // 128
     for chunk in prange(n_chunks):
@@ -146,23 +166,34 @@ def encode_rows(x, matrix_t, edges, mags, bits, scales, codes, norms, dots, resi
         m = np.empty(d, dtype=np.float32)
         k = np.empty(d, dtype=np.int32)
         for i in range(chunk * 128, min(n, chunk * 128 + 128)):
-            sq = np.float32(0.0)
-            for j in range(d):
-                sq += x[i, j] * x[i, j]
-            norm = np.sqrt(sq)
-            norms[i] = norm
-            inv = np.float32(1.0) / norm if norm > 0 else np.float32(0.0)
+            scale = np.float32(1.0)
+            if unit_first:
+                sq = np.float32(0.0)
+                for j in range(d):
+                    sq += x[i, j] * x[i, j]
+                scale = np.float32(1.0) / np.sqrt(sq) if sq > 0 else np.float32(0.0)
             if rotate:
-                # u = sum_j x_j * column_j: contiguous axpys, no horizontal sums
+                # y = sum_j x_j * column_j: contiguous axpys, no horizontal sums
                 for r in range(d):
                     u[r] = np.float32(0.0)
                 for j in range(d):
-                    xj = x[i, j] * inv
+                    xj = x[i, j] * scale
                     for r in range(d):
                         u[r] += xj * matrix_t[j, r]
             else:
                 for j in range(d):
-                    u[j] = x[i, j] * inv
+                    u[j] = x[i, j] * scale
+            if centre:
+                for j in range(d):
+                    u[j] -= shift[j]
+            sq = np.float32(0.0)
+            for j in range(d):
+                sq += u[j] * u[j]
+            norm = np.sqrt(sq)
+            norms[i] = norm
+            inv = np.float32(1.0) / norm if norm > 0 else np.float32(0.0)
+            for j in range(d):
+                u[j] *= inv
             for j in range(d):
                 a[j] = abs(u[j])
             best = scales[0]
