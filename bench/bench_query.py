@@ -208,7 +208,7 @@ def print_table(rows, header=True):
         print("| data | bits | method | bytes/vec | QPS | QPS vs tq | nq=1 ms | ms vs tq "
               "| R@10 | cpu/wall | tq 2 thr / 1 thr |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, n, d, bits, methods, res in rows:
+    for name, _n, _d, bits, methods, res in rows:
         tq = res["tqsearch"]
         for m in methods:
             r = res[m.name]

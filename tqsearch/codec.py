@@ -13,9 +13,10 @@ Encoding a vector ``x`` (float32, dimension d):
    ``<q, x> ~ n <R q, c(u)>``.
 
    ``"corrected"`` (default): ``g = <u, c(u)>``, stored as ``1 / g`` in uint16
-   fixed point (so scans multiply, never divide); ``<q, x> ~ n <R q, c(u)> / g``. Exact when ``q`` is parallel to ``x`` and most
-   accurate for the near neighbours that decide a ranking (the per-vector
-   correction of RaBitQ and EDEN, here on Lloyd-Max codes); costs 2 bytes.
+   fixed point (so scans multiply, never divide); ``<q, x> ~ n <R q, c(u)> / g``.
+   Exact when ``q`` is parallel to ``x`` and most accurate for the near
+   neighbours that decide a ranking (the per-vector correction of RaBitQ and
+   EDEN, here on Lloyd-Max codes); costs 2 bytes.
 
    ``qjl=True`` (TurboQuant_prod): ``b - 1`` bits of indices, then one sign bit
    per coordinate of ``S r`` with ``r = u - c(u)`` and ``S`` a seeded Gaussian

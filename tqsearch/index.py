@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from .codebook import MAX_BITS
-from .codec import ESTIMATORS, METRICS, EncodedBatch, TurboQuantCodec
+from .codec import ESTIMATORS, METRICS, TurboQuantCodec
 from .config import ADD_CHUNK
 from .kernels.blocked_scan import row_factors, scan_blocked_topk, scan_blocked_topk_serial
 from .kernels.rerank import rerank_exact
@@ -342,7 +342,7 @@ class TurboQuantIndex:
         arrays = (store.codes, store.arrays.get("norms"), store.arrays.get("gains"))
         cached = getattr(self, "_filter_cache", None)
         if (cached is None or cached[0] != store.n
-                or any(a is not b for a, b in zip(cached[1], arrays))):
+                or any(a is not b for a, b in zip(cached[1], arrays, strict=True))):
             codec = self.codec
             factors = row_factors(store.field("norms"), store.field("gains"), store.n,
                                   codec.mode, codec.distance_form)

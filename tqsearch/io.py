@@ -95,7 +95,7 @@ def write_index(index: TurboQuantIndex, path) -> None:
             f.write(head)
             crc = zlib.crc32(head, crc)
             pos = body_start
-            for spec, arr in zip(header["arrays"], arrays.values()):
+            for spec, arr in zip(header["arrays"], arrays.values(), strict=True):
                 pad = b"\0" * (spec["offset"] - pos)
                 f.write(pad)
                 crc = zlib.crc32(pad, crc)

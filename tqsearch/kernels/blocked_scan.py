@@ -32,13 +32,19 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
-from .fastscan import (BLOCK, lut_group, nibble_at, quantize_lut, scan_block_filter,
-                       scan_block_filter2)
+from .fastscan import (
+    BLOCK,
+    lut_group,
+    nibble_at,
+    quantize_lut,
+    scan_block_filter,
+    scan_block_filter2,
+)
 from .scan import GAIN_ONE, MODE_CORRECTED, combine
 from .topk import heap_init, heap_push
 
-__all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "build_nibble_lut", "row_factors", "MODE_CORRECTED",
-           "GAIN_ONE"]
+__all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "build_nibble_lut", "row_factors",
+           "MODE_CORRECTED", "GAIN_ONE"]
 
 # Relative margin of the filter's threshold: covers the float32 rounding of
 # ``fa * x - fc`` against the exact score's own order of operations (a few ulps

@@ -22,7 +22,7 @@ from numba import njit, prange
 
 from ..config import FASTMATH
 from .encode import read_bits
-from .topk import heap_push, heap_init
+from .topk import heap_init, heap_push
 
 MODE_MSE = 0
 MODE_CORRECTED = 1
@@ -121,7 +121,6 @@ def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, distance_fo
     """
     n = codes.shape[0]
     nq, d = y.shape
-    k = out_score.shape[2]
     byte_aligned = bits > 0 and 8 % bits == 0
     main_bytes = (d * bits + 7) // 8
     sign_bytes = (d + 7) // 8 if mode == MODE_QJL else 0
