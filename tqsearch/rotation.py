@@ -26,6 +26,11 @@ __all__ = ["Rotation", "DenseRotation", "HadamardRotation", "make_rotation", "RO
 
 ROTATIONS = ("hadamard", "dense")
 
+# Salt of the rotations' random streams: a seed's stream must not be the one a
+# user draws data from with the same seed (default_rng(0) for both would make
+# the data correlate with the rotation's rows).
+_STREAM = 0x5251
+
 # Up to this dimension a d x d product costs less than the transform's scattered
 # butterflies, so the Hadamard rotation is applied through its (exact) matrix.
 _MATRIX_MAX_D = 256
@@ -78,7 +83,7 @@ class DenseRotation(Rotation):
     def __init__(self, d: int, seed: int = 0, *, matrix: np.ndarray | None = None):
         self.d = int(d)
         if matrix is None:
-            rng = np.random.default_rng(seed)
+            rng = np.random.default_rng([seed, _STREAM])
             g = rng.standard_normal((self.d, self.d))
             q, r = np.linalg.qr(g)
             q *= np.sign(np.diag(r))  # makes the draw Haar-distributed
@@ -124,7 +129,7 @@ class HadamardRotation(Rotation):
         self.d = int(d)
         self.block = 1 << (self.d.bit_length() - 1)
         if signs is None:
-            rng = np.random.default_rng(seed)
+            rng = np.random.default_rng([seed, _STREAM])
             rounds = _HADAMARD_ROUNDS if self.block == self.d else _HADAMARD_ROUNDS_OVERLAPPING
             signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(rounds, self.d))
             perms = np.stack([rng.permutation(self.d) for _ in range(rounds)])
