@@ -268,6 +268,7 @@ def test_code_size_counts_everything(d, bits, metric, qjl, estimator, center, ex
                                      center=center)
     assert index.code_size == expected == index.sa_code_size
     x = np.random.default_rng(0).standard_normal((3, d)).astype(np.float32)
+    index.train(x)  # the centring mean (a no-op without centring)
     assert index.sa_encode(x).shape == (3, expected)
     index.add(x)
     assert index.codes().shape == (3, expected)
@@ -304,6 +305,7 @@ def test_bytes_round_trip(synthetic):
     ds = synthetic(d=40, nb=50, nq=1)
     for qjl in (False, True):
         index = tqsearch.TurboQuantIndex(40, 3, metric="l2", qjl=qjl, seed=1)
+        index.train(ds.xb)
         rows = index.sa_encode(ds.xb)
         batch = index.codec.from_bytes(rows)
         np.testing.assert_array_equal(index.codec.to_bytes(batch), rows)
