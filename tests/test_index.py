@@ -196,6 +196,12 @@ def test_zero_vectors(synthetic, metric, estimator, qjl, center):
     D, I = index.search(xq, 100)
     assert np.all(np.isfinite(D)) and np.all(I >= 0)
     assert np.all(np.isfinite(index.reconstruct_n()))
+    if metric == "cosine":
+        # the cosine with a zero vector is taken as 0: it must not look like a
+        # neighbour (with centring, the distance identity puts it at ||q|| = 1
+        # from every unit query, i.e. cosine 0.5, above most real neighbours)
+        zero_scores = D[:-1][np.isin(I[:-1], [0, 17])]
+        assert np.all(np.abs(zero_scores) < 0.1), zero_scores
     if index.center:
         return  # centred codes estimate zero vectors like any other: nothing exact to check
     pos = {int(v): j for j, v in enumerate(I[0])}
@@ -211,6 +217,16 @@ def test_zero_vectors(synthetic, metric, estimator, qjl, center):
         np.testing.assert_allclose(D[-1], norms[I[-1]], rtol=1e-4, atol=1e-4)
     else:
         np.testing.assert_allclose(D[-1], 0.0, atol=1e-6)
+
+
+def test_zero_vector_is_not_everyones_neighbour(sample_dataset):
+    # real embeddings: one zero vector (an empty document) added to the sample
+    # must not appear among the 10 nearest neighbours of the queries
+    ds = sample_dataset
+    xb = np.vstack([ds.train, np.zeros((1, ds.d), np.float32)])
+    index = build(xb, bits=4, metric="cosine", seed=0)  # default options
+    _, I = index.search(ds.test, 10)
+    assert (I == ds.n).any(axis=1).mean() < 0.01
 
 
 # -- shards ------------------------------------------------------------------------
