@@ -258,6 +258,8 @@ class TurboQuantCodec:
             x *= batch.norms[:, None]
         if self.center:
             x += self.mean
+            if self.metric == "cosine":
+                x[batch.norms < 0] = 0  # zero vectors (flagged by a negative norm)
         return x
 
     # -- queries -------------------------------------------------------------

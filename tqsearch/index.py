@@ -298,7 +298,13 @@ class TurboQuantIndex:
                                  self.metric == "l2", scores)
                 # exact similarities are of the raw (uncentred) vectors
                 sq_norms = np.einsum("ij,ij->i", queries, queries).astype(np.float32)
-        return finalize_topk(scores, labels, k, sq_norms, self._to_metric(bool(factor)))
+        D, I = finalize_topk(scores, labels, k, sq_norms, self._to_metric(bool(factor)))
+        if self.metric == "cosine" and self.codec.center:
+            # a zero query has no direction: cosine 0 with everything, by convention
+            zero = ~xq.any(axis=1)
+            if zero.any():
+                D[zero] = np.where(I[zero] >= 0, np.float32(0), D[zero])
+        return D, I
 
     def _to_metric(self, exact):
         """How ranking similarities become the metric's scores: a ``FORM_*`` of

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .kernels.scan import ZERO_VECTOR_SCORE
+
 __all__ = ["finalize_topk", "merge_results", "FORM_SIMILARITY", "FORM_L2", "FORM_COSINE"]
 
 
@@ -51,7 +53,10 @@ def _finalize(scores, labels, sq_norms, form, out_s, out_i):
             elif form == FORM_L2:
                 out_s[q, i] = max(sq_norms[q] - out_s[q, i], np.float32(0.0))
             elif form == FORM_COSINE:
-                out_s[q, i] = np.float32(1.0) - (sq_norms[q] - out_s[q, i]) / np.float32(2.0)
+                if out_s[q, i] <= np.float32(ZERO_VECTOR_SCORE):
+                    out_s[q, i] = np.float32(0.0)  # a zero vector: cosine 0 by convention
+                else:
+                    out_s[q, i] = np.float32(1.0) - (sq_norms[q] - out_s[q, i]) / np.float32(2.0)
 
 
 def finalize_topk(scores: np.ndarray, labels: np.ndarray, k: int, sq_norms=None,

@@ -40,7 +40,7 @@ from .fastscan import (
     scan_block_filter,
     scan_block_filter2,
 )
-from .scan import GAIN_ONE, MODE_CORRECTED, combine
+from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, combine
 from .topk import heap_init, heap_push
 
 __all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "build_nibble_lut", "row_factors",
@@ -83,6 +83,9 @@ def row_factors(norms, gains, n, mode, distance_form):
         if distance_form:
             a *= 2.0
             c = nv * nv
+            flagged = nv < 0  # zero vectors of a centred cosine index: a constant score
+            a[flagged] = 0.0
+            c[flagged] = -ZERO_VECTOR_SCORE
     fa = np.zeros(padded, dtype=np.float32)
     fc = np.zeros(padded, dtype=np.float32)
     fa[:n] = a

@@ -149,7 +149,8 @@ def encode_rows(x, unit_first, shift, matrix_t, edges, mags, bits, scales, codes
     scales : float32 (S,)
         Candidate rescalings; ``[1.0]`` is the plain Lloyd-Max quantizer.
     codes : uint8 (n, >= ceil(d * bits / 8)), written (first bytes of each row)
-    norms : float32 (n,), written with ``||y||``
+    norms : float32 (n,), written with ``||y||`` (negated for zero input rows when
+        ``unit_first`` and centring: their direction is undefined)
     dots : float32 (n,), written with ``<u, c(u)>``
     residual : float32 (n, d) or (0, 0)
         When it has n rows, written with ``u - c(u)``.
@@ -167,11 +168,13 @@ def encode_rows(x, unit_first, shift, matrix_t, edges, mags, bits, scales, codes
         k = np.empty(d, dtype=np.int32)
         for i in range(chunk * 128, min(n, chunk * 128 + 128)):
             scale = np.float32(1.0)
+            zero_input = False
             if unit_first:
                 sq = np.float32(0.0)
                 for j in range(d):
                     sq += x[i, j] * x[i, j]
                 scale = np.float32(1.0) / np.sqrt(sq) if sq > 0 else np.float32(0.0)
+                zero_input = sq == 0
             if rotate:
                 # y = sum_j x_j * column_j: contiguous axpys, no horizontal sums
                 for r in range(d):
@@ -190,7 +193,8 @@ def encode_rows(x, unit_first, shift, matrix_t, edges, mags, bits, scales, codes
             for j in range(d):
                 sq += u[j] * u[j]
             norm = np.sqrt(sq)
-            norms[i] = norm
+            # a zero vector has no direction: flagged by a negative norm when centring
+            norms[i] = -norm if zero_input and centre else norm
             inv = np.float32(1.0) / norm if norm > 0 else np.float32(0.0)
             for j in range(d):
                 u[j] *= inv

@@ -30,6 +30,11 @@ MODE_QJL = 2
 
 GAIN_ONE = 16384.0  # fixed-point unit of the uint16 per-vector gain
 
+# Score of a zero vector in a centred cosine index (stored with a negative norm):
+# below any real vector's (centred unit vectors score >= -12), so such vectors
+# rank last; the index reports their cosine as 0.
+ZERO_VECTOR_SCORE = -16.0
+
 
 @njit(inline="always", fastmath=FASTMATH)
 def build_byte_lut(y, centroids, bits, lut):
@@ -84,6 +89,8 @@ def combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, distance_form):
     if norms.shape[0] > 0:
         nv = norms[v]
         if distance_form:
+            if nv < 0:
+                return np.float32(ZERO_VECTOR_SCORE)
             s = nv * (np.float32(2.0) * s - nv)
         else:
             s = s * nv
