@@ -33,7 +33,7 @@ _STREAM = 0x5251
 
 # Up to this dimension a d x d product costs less than the transform's scattered
 # butterflies, so the Hadamard rotation is applied through its (exact) matrix.
-_MATRIX_MAX_D = 256
+_MATRIX_MAX_D = 1024
 
 # Rounds of the transform. With d a power of two, three rounds bring the entries
 # of the rotation (and so the coordinates of one-hot, sparse or constant inputs)
