@@ -89,9 +89,11 @@ def main(argv=None) -> int:
         "count everything stored per vector. Builds use "
         f"{config.build_threads} thread(s); tqsearch kernels are compiled before the timed "
         "builds. Ratios within one table are meaningful; absolute QPS are not comparable "
-        "across runs. PQ x8 trains on at most "
-        f"{config.pq8_max_train:,} rows. turbovec runs its searches in a child process with "
-        "RAYON_NUM_THREADS set."
+        "across runs. turbovec runs its searches in a child process with "
+        "RAYON_NUM_THREADS set. "
+        + ("Quick run: PQ x8, SQtq and RaBitQ (non fast-scan) left out."
+           if config.quick else
+           f"PQ x8 trains on at most {config.pq8_max_train:,} rows.")
     )
     with open(table, "w") as f:
         f.write(header + "\n\n" + "\n\n".join(sections) + "\n")
