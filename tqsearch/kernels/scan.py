@@ -62,6 +62,38 @@ def build_coord_lut(y, centroids, lut):
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def build_pair_lut(y, centroids, lut):
+    """Fill ``lut`` (ceil(d / 2), 64) for 3-bit codes: entry ``c`` of pair ``p`` scores
+    coordinates ``2p`` (bits 0-2 of ``c``) and ``2p + 1`` (bits 3-5)."""
+    d = y.shape[0]
+    for p in range(lut.shape[0]):
+        for c in range(64):
+            acc = y[2 * p] * centroids[c & 7]
+            if 2 * p + 1 < d:
+                acc += y[2 * p + 1] * centroids[c >> 3]
+            lut[p, c] = acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def pair_lut_sum(row, lut):
+    """Table sum of a 3-bit code: pairs of coordinates are 6-bit fields, four per
+    3 bytes, so whole groups are read as 24-bit words with fixed shifts."""
+    npairs = lut.shape[0]
+    acc = np.float32(0.0)
+    groups = npairs // 4
+    for g in range(groups):
+        word = (np.uint32(row[3 * g]) | (np.uint32(row[3 * g + 1]) << 8)
+                | (np.uint32(row[3 * g + 2]) << 16))
+        acc += lut[4 * g, word & 63]
+        acc += lut[4 * g + 1, (word >> 6) & 63]
+        acc += lut[4 * g + 2, (word >> 12) & 63]
+        acc += lut[4 * g + 3, (word >> 18) & 63]
+    for p in range(4 * groups, npairs):
+        acc += lut[p, read_bits(row, 6 * p, 6)]
+    return acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def byte_lut_sum(row, start, lut):
     acc = np.float32(0.0)
     for i in range(lut.shape[0]):
@@ -143,10 +175,14 @@ def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, distance_fo
         heap_i = out_label[q, c]
         heap_init(heap_s, heap_i)
         lut_b = np.empty((main_bytes if byte_aligned else 0, 256), dtype=np.float32)
-        lut_c = np.empty((0 if byte_aligned else d, 1 << bits), dtype=np.float32)
+        pairs = bits == 3
+        lut_c = np.empty((0 if byte_aligned or pairs else d, 1 << bits), dtype=np.float32)
+        lut_p = np.empty(((d + 1) // 2 if pairs else 0, 64), dtype=np.float32)
         lut_s = np.empty((sign_bytes, 256), dtype=np.float32)
         if byte_aligned:
             build_byte_lut(y[q], centroids, bits, lut_b)
+        elif pairs:
+            build_pair_lut(y[q], centroids, lut_p)
         elif bits > 0:
             build_coord_lut(y[q], centroids, lut_c)
         if sign_bytes > 0:
@@ -155,6 +191,8 @@ def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, distance_fo
             row = codes[v]
             if byte_aligned:
                 s_main = byte_lut_sum(row, 0, lut_b)
+            elif pairs:
+                s_main = pair_lut_sum(row, lut_p)
             elif bits > 0:
                 s_main = coord_lut_sum(row, bits, lut_c)
             else:
