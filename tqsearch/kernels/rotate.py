@@ -29,6 +29,11 @@ def matvec_rows(x, matrix_t, out):
                 out[i, r] += xj * matrix_t[j, r]
 
 
+# The same source compiled without threads: a few rows (one query) are rotated
+# without a thread-pool launch, with bit-identical results.
+matvec_rows_serial = njit(cache=True, fastmath=FASTMATH)(matvec_rows.py_func)
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def _fwht_inplace(y, start, p, scale):
     """Orthonormal Walsh-Hadamard transform of ``y[start:start + p]``, ``p`` a power of two."""
