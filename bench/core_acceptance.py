@@ -124,7 +124,8 @@ def data_tables(paths):
                   f"{mean(c, 0):.3f} | {f[0][3]} / {m[0][3]} / {c[0][3]} |")
             if bits == 4:
                 speed.append((ds, f, m, c))
-    print("\n### Build and batch search at 4 bits, one thread (min of the 3 runs; ratio = FAISS / tq)\n")
+    print("\n### Build and batch search at 4 bits, one thread "
+          "(min of the 3 runs; ratio = FAISS / tq)\n")
     print("| data | FAISS build s | tq mse build s | ratio | tq corrected build s | ratio | "
           "FAISS search s | tq search s (corrected) | ratio | tq 2 threads / 1 thread |")
     print("|---|---|---|---|---|---|---|---|---|---|")

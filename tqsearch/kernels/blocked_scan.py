@@ -40,10 +40,10 @@ from .fastscan import (
     scan_block_filter,
     scan_block_filter2,
 )
-from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, combine
+from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine
 from .topk import heap_init, heap_push
 
-__all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "build_nibble_lut", "row_factors",
+__all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "row_factors",
            "MODE_CORRECTED", "GAIN_ONE"]
 
 # Relative margin of the filter's threshold: covers the float32 rounding of
@@ -94,26 +94,6 @@ def row_factors(norms, gains, n, mode, distance_form):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def build_nibble_lut(y, centroids, bits, lut):
-    """``lut[m, c]`` = contribution of nibble value ``c`` in sub-code ``m`` (float32 (M, 16)).
-
-    A nibble holds ``4 // bits`` coordinates, coordinate ``j`` in bits
-    ``[(j % per) * bits, ...)`` of nibble ``j // per``.
-    """
-    d = y.shape[0]
-    per = 4 // bits
-    mask = (1 << bits) - 1
-    for m in range(lut.shape[0]):
-        for c in range(16):
-            acc = np.float32(0.0)
-            for t in range(per):
-                j = m * per + t
-                if j < d:
-                    acc += y[j] * centroids[(c >> (t * bits)) & mask]
-            lut[m, c] = acc
-
-
-@njit(inline="always", fastmath=FASTMATH)
 def _exact_sum(blocked, M, v, luts, q):
     acc = np.float32(0.0)
     for m in range(M):
@@ -137,7 +117,7 @@ def _prepare(y, centroids, bits, luts, luts_u8, q, params):
     """
     M = luts.shape[1]
     lut = luts[q]
-    build_nibble_lut(y, centroids, bits, lut)
+    build_field_lut(y, centroids, bits, lut)
     scale, bias = quantize_lut(lut, luts_u8[q], 1)
     # exact bound on |float table sum - (bias + scale * integer sum)|
     err = 0.0

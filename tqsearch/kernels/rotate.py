@@ -31,7 +31,8 @@ def matvec_rows(x, matrix_t, out):
 
 # The same source compiled without threads: a few rows (one query) are rotated
 # without a thread-pool launch, with bit-identical results.
-matvec_rows_serial = njit(cache=True, fastmath=FASTMATH)(matvec_rows.py_func)
+_matvec_source = getattr(matvec_rows, "py_func", matvec_rows)  # plain with NUMBA_DISABLE_JIT
+matvec_rows_serial = njit(cache=True, fastmath=FASTMATH)(_matvec_source)
 
 
 @njit(inline="always", fastmath=FASTMATH)

@@ -37,20 +37,27 @@ ZERO_VECTOR_SCORE = -16.0
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def build_byte_lut(y, centroids, bits, lut):
-    """Fill ``lut`` (nbytes, 256) for coordinates packed ``8 // bits`` per byte."""
+def build_field_lut(y, centroids, bits, lut):
+    """Tables over packed fields of whole coordinates (``bits`` in 1, 2, 4, 8).
+
+    ``lut`` is (fields, 256) for byte fields or (fields, 16) for nibble fields;
+    a field holds ``field_bits // bits`` coordinates, coordinate ``j`` in bits
+    ``[(j % per) * bits, ...)`` of field ``j // per``, and ``lut[f, c]`` is the
+    inner product of the rotated query with the centroids that value ``c``
+    codes.
+    """
     d = y.shape[0]
-    per_byte = 8 // bits
+    entries = lut.shape[1]
+    per = (8 if entries == 256 else 4) // bits
     mask = (1 << bits) - 1
-    nbytes = lut.shape[0]
-    for i in range(nbytes):
-        for c in range(256):
+    for f in range(lut.shape[0]):
+        for c in range(entries):
             acc = np.float32(0.0)
-            for t in range(per_byte):
-                j = i * per_byte + t
+            for t in range(per):
+                j = f * per + t
                 if j < d:
                     acc += y[j] * centroids[(c >> (t * bits)) & mask]
-            lut[i, c] = acc
+            lut[f, c] = acc
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -180,13 +187,13 @@ def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, distance_fo
         lut_p = np.empty(((d + 1) // 2 if pairs else 0, 64), dtype=np.float32)
         lut_s = np.empty((sign_bytes, 256), dtype=np.float32)
         if byte_aligned:
-            build_byte_lut(y[q], centroids, bits, lut_b)
+            build_field_lut(y[q], centroids, bits, lut_b)
         elif pairs:
             build_pair_lut(y[q], centroids, lut_p)
         elif bits > 0:
             build_coord_lut(y[q], centroids, lut_c)
         if sign_bytes > 0:
-            build_byte_lut(y_sign[q], sign_centroids, 1, lut_s)
+            build_field_lut(y_sign[q], sign_centroids, 1, lut_s)
         for v in range(lo, hi):
             row = codes[v]
             if byte_aligned:
