@@ -266,7 +266,7 @@ def test_corrected_estimate_is_exact_for_the_vector_itself(synthetic):
 def test_code_size_counts_everything(d, bits, metric, qjl, estimator, center, expected):
     index = tqsearch.TurboQuantIndex(d, bits, metric=metric, qjl=qjl, estimator=estimator,
                                      center=center)
-    assert index.code_size == expected == index.sa_code_size
+    assert index.code_size == expected == index.sa_code_size()
     x = np.random.default_rng(0).standard_normal((3, d)).astype(np.float32)
     index.train(x)  # the centring mean (a no-op without centring)
     assert index.sa_encode(x).shape == (3, expected)

@@ -197,8 +197,8 @@ class TurboQuantIndex:
         self._store = CodeStore(self.codec, self.keep_vectors)
 
     # -- codec calls -----------------------------------------------------------
-    @property
     def sa_code_size(self) -> int:
+        """Bytes per vector of ``sa_encode`` (faiss's name for ``code_size``)."""
         return self.code_size
 
     def sa_encode(self, x) -> np.ndarray:
