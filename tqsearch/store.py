@@ -85,7 +85,7 @@ class CodeStore:
         """Write a batch of codes for vectors ``at .. at + len(batch) - 1`` (space reserved)."""
         n = batch.codes.shape[0]
         if self.layout == "blocked":
-            self._put_blocked(at, self._nibbles_of(batch.codes))
+            fastscan.scatter_rows(batch.codes, at, self.arrays["codes"])
         else:
             self.arrays["codes"][at:at + n] = batch.codes
         for name in ("norms", "gains"):
@@ -94,29 +94,6 @@ class CodeStore:
         if raw is not None and "raw" in self.arrays:
             self.arrays["raw"][at:at + n] = raw
         self.n = max(self.n, at + n)
-
-    def _nibbles_of(self, rows: np.ndarray) -> np.ndarray:
-        """Packed rows -> uint8 (n, M) nibbles (low nibble of each byte first)."""
-        pairs = np.stack([rows & 0x0F, rows >> 4], axis=-1).reshape(rows.shape[0], -1)
-        return np.ascontiguousarray(pairs[:, : self.nibbles])
-
-    def _put_blocked(self, at: int, nibbles: np.ndarray) -> None:
-        codes = self.arrays["codes"]
-        block = fastscan.BLOCK
-        head = (-at) % block  # vectors completing a partly filled block
-        if head:
-            b = at // block
-            have = at - b * block
-            count = min(head, nibbles.shape[0])
-            current = fastscan.unpack_blocked(codes[b:b + 1], have, self.nibbles)
-            merged = np.concatenate([current, nibbles[:count]])
-            codes[b:b + 1] = fastscan.pack_blocked(merged)
-            nibbles = nibbles[count:]
-            at += count
-        if nibbles.shape[0]:
-            b = at // block
-            packed = fastscan.pack_blocked(nibbles)
-            codes[b:b + packed.shape[0]] = packed
 
     # -- reading -------------------------------------------------------------
     def rows(self, start: int, stop: int) -> EncodedBatch:

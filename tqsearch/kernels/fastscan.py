@@ -62,7 +62,7 @@ import warnings
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import simd
 
@@ -198,6 +198,34 @@ def append_blocked(blocked, n, nibbles):
     tail = unpack_blocked(blocked[keep:], n - keep * BLOCK, M)
     new = pack_blocked(np.concatenate([tail, nibbles.astype(np.uint8, copy=False)]))
     return np.concatenate([blocked[:keep], new]) if keep else new
+
+
+@njit(parallel=True, cache=True)
+def scatter_rows(rows, start, blocked):
+    """Write packed code rows into the blocked layout at vectors ``start ..``.
+
+    Parameters
+    ----------
+    rows : uint8 (n, >= ceil(M / 2))
+        Packed codes, nibble ``m`` of a row being bits ``4 (m % 2)`` of byte ``m // 2``.
+    start : int
+        Vector number of ``rows[0]``.
+    blocked : uint8 (nblocks, 16 * M), updated in place
+        The slots written must hold code 0 (fresh or padding), as the nibbles are OR-ed in.
+    """
+    n = rows.shape[0]
+    M = blocked.shape[1] // 16
+    first = start // BLOCK
+    last = (start + n + BLOCK - 1) // BLOCK
+    for b in prange(first, last):
+        for v in range(max(start, b * BLOCK), min(start + n, b * BLOCK + BLOCK)):
+            r = v - b * BLOCK
+            p = 2 * (r & 7) + ((r >> 3) & 1)
+            shift = 4 * (r >> 4)
+            row = rows[v - start]
+            for m in range(M):
+                nib = (row[m >> 1] >> (4 * (m & 1))) & 15
+                blocked[b, 16 * m + p] |= np.uint8(nib << shift)
 
 
 def _check_blocked(blocked, n, M):
