@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
+from . import serial_twin
 from .fastscan import (
     BLOCK,
     lut_group,
@@ -271,5 +272,4 @@ def scan_blocked_topk(blocked, start, stop, fa, fc, fc_max, norms, gains, y, cen
 
 #: :func:`scan_blocked_topk` compiled without threads: no thread-pool launch, for
 #: single queries and single-threaded calls.
-scan_blocked_topk_serial = njit(cache=True)(getattr(scan_blocked_topk, "py_func",
-                                                   scan_blocked_topk))
+scan_blocked_topk_serial = serial_twin(scan_blocked_topk, "scan_blocked_topk_serial")

@@ -6,6 +6,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
+from . import serial_twin
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -31,8 +32,7 @@ def matvec_rows(x, matrix_t, out):
 
 # The same source compiled without threads: a few rows (one query) are rotated
 # without a thread-pool launch, with bit-identical results.
-_matvec_source = getattr(matvec_rows, "py_func", matvec_rows)  # plain with NUMBA_DISABLE_JIT
-matvec_rows_serial = njit(cache=True, fastmath=FASTMATH)(_matvec_source)
+matvec_rows_serial = serial_twin(matvec_rows, "matvec_rows_serial", fastmath=FASTMATH)
 
 
 @njit(inline="always", fastmath=FASTMATH)
