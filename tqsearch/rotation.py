@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.rotate import hadamard_forward, hadamard_inverse, matvec_rows, matvec_rows_serial
+from .kernels.rotate import hadamard_forward, hadamard_inverse, matvec_rows
 
 __all__ = ["Rotation", "DenseRotation", "HadamardRotation", "make_rotation", "ROTATIONS"]
 
@@ -168,13 +168,9 @@ class HadamardRotation(Rotation):
         return {"signs": self.signs, "perms": self.perms, "offsets": self.offsets}
 
 
-# Below this many rows the serial kernel is faster than starting the thread pool.
-_SERIAL_ROWS = 64
-
-
 def _matvec(x, matrix):
     out = np.empty_like(x)
-    (matvec_rows_serial if x.shape[0] < _SERIAL_ROWS else matvec_rows)(x, matrix, out)
+    matvec_rows(x, matrix, out)
     return out
 
 

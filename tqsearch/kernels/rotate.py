@@ -6,7 +6,6 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
-from . import serial_twin
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -28,11 +27,6 @@ def matvec_rows(x, matrix_t, out):
             xj = x[i, j]
             for r in range(d):
                 out[i, r] += xj * matrix_t[j, r]
-
-
-# The same source compiled without threads: a few rows (one query) are rotated
-# without a thread-pool launch, with bit-identical results.
-matvec_rows_serial = serial_twin(matvec_rows, "matvec_rows_serial", fastmath=FASTMATH)
 
 
 @njit(inline="always", fastmath=FASTMATH)
