@@ -6,10 +6,6 @@ from __future__ import annotations
 # but no `nnan`/`ninf`, so that infinities used as sentinels stay meaningful.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
-# Vectors scanned per block: sized so a block's codes stay in L1/L2 while many
-# queries are scored against it.
-SCAN_BLOCK = 256
-
 # Rows coded per call when adding, so a progress bar can advance and peak memory
 # stays bounded by the chunk, not the whole batch.
 ADD_CHUNK = 65_536

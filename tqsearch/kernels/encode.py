@@ -16,20 +16,6 @@ from ..config import FASTMATH
 
 
 @njit(inline="always")
-def cell_index(value, boundaries):
-    """Number of boundaries <= value (binary search; boundaries sorted)."""
-    lo = 0
-    hi = boundaries.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if boundaries[mid] <= value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(inline="always")
 def read_bits(row, bitpos, bits):
     """Read ``bits`` (<= 8) bits of ``row`` (uint8) starting at bit ``bitpos``."""
     byte = bitpos >> 3
