@@ -248,7 +248,7 @@ def test_append_checks_shapes():
 
 def test_plan_splits_covers_sequence():
     for b, h, t in [(1, 8, 8192), (64, 8, 131072), (3, 2, 77), (1, 1, 0)]:
-        s, c = plan_splits(b, h, t, 132 * 12, 136, 4096)
+        s, c = plan_splits(b, h, t, 132, 12, 136, 4096)
         assert c % 32 == 0 and s * c >= t and (s - 1) * c < max(t, 1)
 
 

@@ -6,8 +6,8 @@ Measures, on the current CUDA device:
   loads; a PyTorch device-to-device copy is reported beside it);
 * for each context length and batch: PyTorch ``scaled_dot_product_attention``
   in fp16 on the same shapes (the faster of two GQA formulations), the
-  TurboQuant cache's decode attention (``CupyKVCache.attention``: fused
-  split-sequence kernel + merge kernel), the fp8 bandwidth floor (an fp8 KV
+  TurboQuant cache's decode attention (``CupyKVCache.attention``: one fused
+  split-sequence kernel that also merges the splits), the fp8 bandwidth floor (an fp8 KV
   cache's bytes divided by the measured read bandwidth) and the bandwidth the
   TurboQuant kernels reach on the bytes they must read.
 
@@ -248,8 +248,10 @@ def bench_shape(batch, ctx, bits, bw, do_fp16=True, split_sweep=False):
     if split_sweep:
         from tqsearch.kvcache.plan import plan_splits
 
-        occ = cache._occupancy(GROUP, 1)
-        s0, _ = plan_splits(batch, KV_HEADS, ctx, occ, lay.bytes_per_token, GROUP * HEAD_DIM * 4)
+        blocks = cache._occupancy(GROUP, 1)
+        warps = cache._attend_fn(GROUP, 1)[2]
+        s0, _ = plan_splits(batch, KV_HEADS, ctx, blocks, warps, lay.bytes_per_token,
+                            GROUP * HEAD_DIM * 4)
         sweep = {}
         for s in sorted({max(1, s0 // 4), max(1, s0 // 2), s0, 2 * s0, 4 * s0}):
             sweep[s] = gpu_time(lambda i, s=s: caches[i % reps].attention(qc, splits=s), 10, 3,

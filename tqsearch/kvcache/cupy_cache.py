@@ -58,10 +58,8 @@ def _device_probe(device_id: int) -> dict:
 def _module(kind: str, *key):
     if kind == "encode":
         src, name = _k.encode_source(*key), "tq_encode"
-    elif kind == "attend":
-        src, name = _k.attend_source(*key), "tq_attend"
     else:
-        src, name = _k.merge_source(*key), "tq_merge"
+        src, name = _k.attend_source(*key), "tq_attend"
     mod = cp.RawModule(code=src, options=("--std=c++17",))
     return mod.get_function(name)
 
@@ -130,6 +128,8 @@ class CupyKVCache:
         self._klut = cp.asarray(_pair_table(lay.key_codebook.centroids, lay.key_bits))
         self._vlut = cp.asarray(_pair_table(lay.value_codebook.centroids, lay.value_bits))
         self._alloc(self._round_cap(capacity))
+        # per (batch, kv head): items finished in the running call (the merging block resets it)
+        self._done = cp.zeros(self.batch * self.kv_heads, dtype=cp.int32)
         self._part = None
         self._occ = {}
 
@@ -230,6 +230,7 @@ class CupyKVCache:
         return fn, smem, warps
 
     def _occupancy(self, group: int, qt: int) -> int:
+        """Blocks of ``tq_attend`` resident on the whole device at once."""
         key = (group, qt)
         if key in self._occ:
             return self._occ[key]
@@ -242,7 +243,7 @@ class CupyKVCache:
             )
         except Exception:  # noqa: BLE001 - fall back to a safe guess
             per_sm = 1
-        self._occ[key] = max(1, int(per_sm)) * self._props["sms"] * warps
+        self._occ[key] = max(1, int(per_sm)) * self._props["sms"]
         return self._occ[key]
 
     def attention(self, q, scale=None, *, splits=None):
@@ -278,8 +279,9 @@ class CupyKVCache:
         scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
         qscale = np.float32(scale * _LOG2E / math.sqrt(d))
         max_len = int(self.lengths.max())
-        warps_total = self._occupancy(group, qt)
-        s, c = plan_splits(self.batch, self.kv_heads, max_len, warps_total,
+        blocks = self._occupancy(group, qt)
+        fn, smem, warps = self._attend_fn(group, qt)
+        s, c = plan_splits(self.batch, self.kv_heads, max_len, blocks, warps,
                            self.layout.bytes_per_token, group * d * 4, tile=_TILE)
         if splits is not None:
             tiles = max(1, -(-max_len // _TILE))
@@ -291,20 +293,16 @@ class CupyKVCache:
             self._part = cp.empty(need, dtype=cp.float32)
         part_acc = self._part[: items * group * d]
         part_ml = self._part[items * group * d: need]
-        fn, smem, warps = self._attend_fn(group, qt)
-        grid = max(1, min(warps_total // warps, -(-items // warps)))
+        out = cp.empty(q.shape, dtype=q.dtype)
         fn(
-            (grid,), (warps * 32,),
+            (max(1, min(blocks, items)),), (warps * 32,),
             (q, self.key_codes, self.key_scale, self.value_codes, self.value_scale,
              self._lengths_d, np.int32(self.batch), np.int32(self.kv_heads),
              np.int32(self.capacity), np.int32(s), np.int32(c), qscale,
-             self._ksigns, self._klut, self._vlut, part_acc, part_ml),
+             self._ksigns, self._vsigns, self._klut, self._vlut, part_acc, part_ml,
+             self._done, out),
             shared_mem=smem,
         )
-        out = cp.empty(q.shape, dtype=q.dtype)
-        merge = _module("merge", d, group, qt)
-        merge((self.batch * self.kv_heads * group,), (256,),
-              (part_acc, part_ml, np.int32(s), self._vsigns, out))
         return out
 
     # transfer --------------------------------------------------------------

@@ -1,6 +1,6 @@
 """CUDA C++ sources of the KV-cache kernels (compiled at run time by CuPy/NVRTC).
 
-Three kernels, each specialised at compile time by ``#define`` lines:
+Two kernels, each specialised at compile time by ``#define`` lines:
 
 ``tq_encode``
     One warp per new token row: key offset (keys only), norm, random signs,
@@ -10,13 +10,14 @@ Three kernels, each specialised at compile time by ``#define`` lines:
     :mod:`tqsearch.kvcache.codec`. ``blockIdx.y`` selects keys (0) or values (1).
 
 ``tq_attend``
-    Split-sequence decode attention on the codes (flash-decoding). Warps are
-    persistent: each takes work items ``(batch, kv head, split)`` in turn. For
-    an item, the warp starts ``cp.async`` copies of its first tiles (``TT``
-    tokens of key codes, value codes and both scales; a ring of ``NS`` stages
-    per warp in shared memory), rotates and pre-scales the ``G`` query heads
-    of the KV head meanwhile, then walks the split one tile at a time while
-    the next tile is in flight:
+    Split-sequence decode attention on the codes (flash-decoding), splits
+    merged in the same launch. Blocks are persistent: each takes work items
+    ``(batch, kv head, split)`` in turn, and the block's warps take the
+    split's tiles in turn. For an item, each warp starts ``cp.async`` copies
+    of its first tiles (``TT`` tokens of key codes, value codes and both
+    scales; a ring of ``NS`` stages per warp in shared memory) while the
+    block rotates and pre-scales the ``G`` query heads of the KV head once,
+    then walks its tiles while the next one is in flight:
 
     * scores ``S = Khat Q^T`` on tensor cores (``mma.m16n8k16``, fp16 in,
       fp32 accumulate): ``A`` = key centroids (16 tokens x 16 dims), which
@@ -26,19 +27,20 @@ Three kernels, each specialised at compile time by ``#define`` lines:
       for 4-bit codes); ``B`` = the rotated queries (8 heads per tile);
     * scores times the per-token key scale, online softmax in base 2 (the
       accumulator rescale is skipped while no running max moves);
-    * ``O^T += Vhat^T P^T`` on tensor cores: ``A`` = value centroids (pairs of
-      tokens assembled with byte permutes), ``B`` = probabilities times the
-      per-token value scale, moved from the score accumulators with one
-      ``movmatrix`` transpose per 8 x 8 block.
+    * ``O^T += Vhat^T P^T`` on tensor cores: ``A`` = value centroids, pairs
+      of tokens at one dimension (for 4-bit values the nibbles of two tokens
+      are combined into one table index, otherwise two lookups are combined
+      with byte permutes), ``B`` = probabilities times the per-token value
+      scale, moved from the score accumulators with one ``movmatrix``
+      transpose per 8 x 8 block.
 
     Value rows are placed in the stage with a swizzle so that the 16 lanes of
-    a shared-memory wavefront read 32 different banks. The un-normalised
-    rotated-domain output, its running max and sum are written per item.
-
-``tq_merge``
-    One block per query head: combines the splits (log-sum-exp weights), undoes
-    the value rotation with one Walsh-Hadamard transform and writes the output
-    in the query's dtype.
+    a shared-memory wavefront read 32 different banks. The warps' results are
+    combined in shared memory (log-sum-exp weights) into one partial result
+    per item. With one split the block writes the output itself; otherwise
+    the block that finishes the last item of a (batch, kv head) (an atomic
+    counter) merges the partials. The output is un-rotated with one
+    Walsh-Hadamard transform per head and written in the query's dtype.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "dtype_code", "encode_source", "attend_source", "attend_smem", "merge_source", "chunk_align",
+    "dtype_code", "encode_source", "attend_source", "attend_smem", "chunk_align",
 ]
 
 _DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
@@ -415,43 +417,72 @@ __device__ __forceinline__ void issue_tile(u32 st, const u8* kb, const u8* vb, c
         cp_async16(st + NREG + TT * 4 + 16 * (lane - TT / 4), vsb + t0 + 4 * (lane - TT / 4));
 }
 
-// grid: persistent, any size; block: NW warps; dynamic shared memory:
-// LUT_BYTES of tables, per warp NS stages of STAGE bytes, per warp 8 * NH * D halves of
-// rotated queries.
+// entry e of a pair table: 32 copies (one per lane) at byte e * LSTRIDE; one load per entry,
+// and each thread starts its row at another 16-byte column so neighbours hit other banks
+__device__ __forceinline__ void fill_table(u8* tab, const u32* __restrict__ lut, int n) {
+    for (int e = threadIdx.x; e < n; e += blockDim.x) {
+        const u32 v = lut[e];
+        const uint4 v4 = make_uint4(v, v, v, v);
+#pragma unroll
+        for (int c = 0; c < 8; ++c) *(uint4*)(tab + e * LSTRIDE + 16 * ((c + e) & 7)) = v4;
+    }
+}
+
+// output of one query head from its rotated-domain sum x (E values per lane) and softmax sum l
+__device__ __forceinline__ void write_head(float* x, float l, long long qh, int lane,
+                                           const float* __restrict__ vsigns, void* out) {
+    warp_fwht(x, lane);
+    const float inv = l > 0.f ? RSQ / l : 0.f;
+#pragma unroll
+    for (int e = 0; e < E; ++e)
+        stf<QT>(out, qh * D + lane * E + e, x[e] * inv * vsigns[lane * E + e]);
+}
+
+// load value-code chunks of the four token rows of a 16-token block (rows 2tig, 2tig+1,
+// 2tig+8, 2tig+9) and form, for 4-bit values, the lookup fields of token pairs: byte k of
+// lo[p] (hi[p]) holds the low (high) nibbles of byte k of rows 2p and 2p+1, so one lookup
+// in the pair table yields an A register of O^T += Vhat^T P^T directly
+#define VWD (VCH / 4)
+#define QPW ((8 * NH + NW - 1) / NW)             // query heads rotated per warp
+#define NSUM ((8 * D + NW * 32 - 1) / (NW * 32))  // partial sums per thread in the block merge
+#define SLD (D + 4)   // row stride of a warp's slot: its stores hit 32 banks
+#define MB 16         // splits whose partials the final merge loads together
+
+// grid: persistent, any size; block: NW warps. Dynamic shared memory: LUT_BYTES of tables,
+// per warp NS stages of STAGE bytes, the block's rotated queries (8 * NH * D halves), per
+// warp and head a running max and sum, one flag.
+//
+// A work item is (batch, kv head, split of C tokens). The block's warps take the split's
+// tiles in turn (warp w: tiles w, w + NW, ...), then combine their results in shared memory
+// into one partial result per item. The block that completes the last item of a
+// (batch, kv head) (an atomic counter per pair) merges its S partials, undoes the value
+// rotation and writes the output; it resets the counter for the next call.
 extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
     const void* __restrict__ q,
     const u8* __restrict__ kcodes, const float* __restrict__ kscale,
     const u8* __restrict__ vcodes, const float* __restrict__ vscale,
     const int* __restrict__ lengths,
     int B, int H, int cap, int S, int C, float qscale,
-    const float* __restrict__ ksigns,
+    const float* __restrict__ ksigns, const float* __restrict__ vsigns,
     const u32* __restrict__ klut, const u32* __restrict__ vlut,
-    float* __restrict__ part_acc, float* __restrict__ part_ml)
+    float* __restrict__ part_acc, float* __restrict__ part_ml,
+    int* __restrict__ counters, void* __restrict__ out)
 {
     extern __shared__ __align__(16) u8 smem[];
     const u32 sbase = (u32)__cvta_generic_to_shared(smem);
-    {   // fill the replicated tables, four lanes' copies per 16-byte store
-        u32* tab = (u32*)smem;
-        for (int i = threadIdx.x; i < KENT * 8; i += blockDim.x) {
-            const u32 v = klut[i >> 3];
-            *(uint4*)(tab + (i >> 3) * (LSTRIDE / 4) + 4 * (i & 7)) = make_uint4(v, v, v, v);
-        }
-        if (KB != VB) {
-            for (int i = threadIdx.x; i < VENT * 8; i += blockDim.x) {
-                const u32 v = vlut[i >> 3];
-                *(uint4*)(tab + (i >> 3) * (LSTRIDE / 4) + VTAB_OFF / 4 + 4 * (i & 7)) =
-                    make_uint4(v, v, v, v);
-            }
-        }
-    }
-    __syncthreads();
-
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, tig = lane & 3;
     const u32 lane4 = 4u * lane;
     const u32 ktab = sbase, vtab = sbase + VTAB_OFF;
     const u32 ring = sbase + LUT_BYTES + warp * (NS * STAGE);
-    u16* qs = (u16*)(smem + LUT_BYTES + NW * NS * STAGE) + warp * (8 * NH * D);
+    u16* qs = (u16*)(smem + LUT_BYTES + NW * NS * STAGE);
+    float* mw = (float*)(qs + 8 * NH * D);     // [NW][8 * NH] running max per warp and head
+    float* lw = mw + NW * 8 * NH;              // [NW][8 * NH] sums
+    float* bm = lw + NW * 8 * NH;              // [8 * NH] the block's max per head
+    float* bl = bm + 8 * NH;                   // [8 * NH] and its sum
+    int* flag = (int*)(bl + 8 * NH);
+    // a warp's ring doubles as its slot for the block reduction (its copies have landed)
+    float* slot = (float*)(smem + LUT_BYTES + warp * (NS * STAGE));
     // per-lane offsets inside a stage (independent of the tile)
     const u32 koff = g * KROW + tig * KCH;
     u32 voff[NMT][4];
@@ -460,57 +491,59 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
 #pragma unroll
         for (int j = 0; j < 4; ++j)
             voff[w][j] = VREG + vpos(16 * w + 2 * tig + (j & 1) + 8 * (j >> 1), g);
-    float qsg[E];
-#pragma unroll
-    for (int e = 0; e < E; ++e) qsg[e] = ksigns[lane * E + e];
     const int n_items = B * H * S;
+    const int STEP = NW * TT;
+    bool tables = false;
 
-    for (int item = blockIdx.x * NW + warp; item < n_items; item += gridDim.x * NW) {
+    for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
         const int s = item % S;
         const int bh = item / S;
         const int b = bh / H;
         const int len = lengths[b];
         const int t_begin = s * C;
         const int t_end = min(t_begin + C, len);
-        float* ml = part_ml + (long long)item * G * 2;
-        if (t_begin >= t_end) {
-            if (lane < G) { ml[2 * lane] = NEG_INF; ml[2 * lane + 1] = 0.f; }
-            continue;
-        }
+        const int t_first = t_begin + warp * TT;
         const u8* kb = kcodes + (long long)bh * cap * KROW;
         const u8* vb = vcodes + (long long)bh * cap * VROW;
         const float* ksb = kscale + (long long)bh * cap;
         const float* vsb = vscale + (long long)bh * cap;
-        // start fetching the first tiles, then rotate the queries while they arrive
+        // start fetching this warp's first tiles, then rotate the queries while they arrive
 #pragma unroll
         for (int p = 0; p < NS - 1; ++p) {
-            if (t_begin + p * TT < t_end)
-                issue_tile(ring + p * STAGE, kb, vb, ksb, vsb, t_begin + p * TT, lane);
+            if (t_first + p * STEP < t_end)
+                issue_tile(ring + p * STAGE, kb, vb, ksb, vsb, t_first + p * STEP, lane);
             cp_commit();
         }
-        // rotate and pre-scale the G query heads (fp16, this warp's query buffer);
-        // the loads of 8 heads are issued together so their latencies overlap
-#pragma unroll 1
-        for (int jb = 0; jb < NH; ++jb) {
-            float x[8][E];
+        // rotate and pre-scale the query heads once per block (warp w: heads w, w + NW, ...);
+        // on the first item the tables are filled while the loads are in flight
+        float qx[QPW][E];
 #pragma unroll
-            for (int jj = 0; jj < 8; ++jj) {
-                const int j = 8 * jb + jj;
+        for (int u = 0; u < QPW; ++u) {
+            const int j = warp + u * NW;
+#pragma unroll
+            for (int e = 0; e < E; ++e) qx[u][e] = 0.f;
+            if (j < G) {
                 const long long base = ((long long)bh * G + j) * D + lane * E;
 #pragma unroll
-                for (int e = 0; e < E; ++e) x[jj][e] = (j < G) ? ldf<QT>(q, base + e) : 0.f;
-            }
-#pragma unroll
-            for (int jj = 0; jj < 8; ++jj) {
-#pragma unroll
-                for (int e = 0; e < E; ++e) x[jj][e] *= qsg[e];
-                warp_fwht(x[jj], lane);
-#pragma unroll
                 for (int e = 0; e < E; ++e)
-                    qs[(8 * jb + jj) * D + lane * E + e] = f2h(x[jj][e] * qscale);
+                    qx[u][e] = ldf<QT>(q, base + e) * ksigns[lane * E + e];
             }
         }
-        __syncwarp();
+        if (!tables) {
+            fill_table(smem, klut, KENT);
+            if (KB != VB) fill_table(smem + VTAB_OFF, vlut, VENT);
+            tables = true;
+        }
+#pragma unroll
+        for (int u = 0; u < QPW; ++u) {
+            const int j = warp + u * NW;
+            if (j < 8 * NH) {
+                warp_fwht(qx[u], lane);
+#pragma unroll
+                for (int e = 0; e < E; ++e) qs[j * D + lane * E + e] = f2h(qx[u][e] * qscale);
+            }
+        }
+        __syncthreads();
         // B operand of S = Khat Q^T: (dims x heads), this lane: head g, dims 2tig(+1), +8(+9)
         u32 qb[NH][NKT][2];
 #pragma unroll
@@ -520,7 +553,6 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
                 qb[nh][kt][0] = *(const u32*)(qs + (nh * 8 + g) * D + kt * 16 + 2 * tig);
                 qb[nh][kt][1] = *(const u32*)(qs + (nh * 8 + g) * D + kt * 16 + 2 * tig + 8);
             }
-        __syncwarp();
 
         float acc[NH][NKT][4];
 #pragma unroll
@@ -538,9 +570,9 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
 
         int stage = 0;
 #pragma unroll 1
-        for (int t0 = t_begin; t0 < t_end; t0 += TT) {
+        for (int t0 = t_first; t0 < t_end; t0 += STEP) {
             {
-                const int tn = t0 + (NS - 1) * TT;
+                const int tn = t0 + (NS - 1) * STEP;
                 int sn = stage + NS - 1;
                 if (sn >= NS) sn -= NS;
                 if (tn < t_end) issue_tile(ring + sn * STAGE, kb, vb, ksb, vsb, tn, lane);
@@ -649,25 +681,53 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
                 u32 vw[4][VW];
 #pragma unroll
                 for (int j = 0; j < 4; ++j) lds_chunk<VCH, VAL>(st + voff[w][j], vw[j]);
+#if VB == 4
+                {
+                    // token-pair fields: one lookup per A register, no permutes after it
+                    u32 lo[2][VWD + 1], hi[2][VWD + 1];
 #pragma unroll
-                for (int mt = 0; mt < NKT; ++mt) {
-                    const u32 x0 = lds32(vtab + lut_off<2 * VB>(vw[0], mt, lane4));
-                    const u32 x1 = lds32(vtab + lut_off<2 * VB>(vw[1], mt, lane4));
-                    const u32 x2 = lds32(vtab + lut_off<2 * VB>(vw[2], mt, lane4));
-                    const u32 x3 = lds32(vtab + lut_off<2 * VB>(vw[3], mt, lane4));
-                    const u32 a0 = prmt(x0, x1, 0x5410u), a1 = prmt(x0, x1, 0x7632u);
-                    const u32 a2 = prmt(x2, x3, 0x5410u), a3 = prmt(x2, x3, 0x7632u);
+                    for (int p = 0; p < 2; ++p)
 #pragma unroll
-                    for (int nh = 0; nh < NH; ++nh)
-                        mma16816(acc[nh][mt], a0, a1, a2, a3, pb[w][nh][0], pb[w][nh][1]);
+                        for (int i = 0; i < VWD; ++i) {
+                            const u32 x = vw[2 * p][i], y = vw[2 * p + 1][i];
+                            lo[p][i] = (x & 0x0f0f0f0fu) | ((y << 4) & 0xf0f0f0f0u);
+                            hi[p][i] = ((x >> 4) & 0x0f0f0f0fu) | (y & 0xf0f0f0f0u);
+                        }
+#pragma unroll
+                    for (int mt = 0; mt < NKT; ++mt) {
+                        const u32 a0 = lds32(vtab + lut_off<8>(lo[0], mt, lane4));
+                        const u32 a1 = lds32(vtab + lut_off<8>(hi[0], mt, lane4));
+                        const u32 a2 = lds32(vtab + lut_off<8>(lo[1], mt, lane4));
+                        const u32 a3 = lds32(vtab + lut_off<8>(hi[1], mt, lane4));
+#pragma unroll
+                        for (int nh = 0; nh < NH; ++nh)
+                            mma16816(acc[nh][mt], a0, a1, a2, a3, pb[w][nh][0], pb[w][nh][1]);
+                    }
                 }
+#else
+                {
+#pragma unroll
+                    for (int mt = 0; mt < NKT; ++mt) {
+                        const u32 x0 = lds32(vtab + lut_off<2 * VB>(vw[0], mt, lane4));
+                        const u32 x1 = lds32(vtab + lut_off<2 * VB>(vw[1], mt, lane4));
+                        const u32 x2 = lds32(vtab + lut_off<2 * VB>(vw[2], mt, lane4));
+                        const u32 x3 = lds32(vtab + lut_off<2 * VB>(vw[3], mt, lane4));
+                        const u32 a0 = prmt(x0, x1, 0x5410u), a1 = prmt(x0, x1, 0x7632u);
+                        const u32 a2 = prmt(x2, x3, 0x5410u), a3 = prmt(x2, x3, 0x7632u);
+#pragma unroll
+                        for (int nh = 0; nh < NH; ++nh)
+                            mma16816(acc[nh][mt], a0, a1, a2, a3, pb[w][nh][0], pb[w][nh][1]);
+                    }
+                }
+#endif
             }
             __syncwarp();
             stage = (stage + 1 == NS) ? 0 : stage + 1;
         }
         cp_wait<0>();
-        __syncwarp();
-        // per-item results: running max and sum per head, un-normalised output
+
+        // combine the warps: running max and sum per warp and head, then each warp's
+        // output weighted against the block's max, summed in shared memory
 #pragma unroll
         for (int nh = 0; nh < NH; ++nh)
 #pragma unroll
@@ -676,106 +736,131 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
                 l += __shfl_xor_sync(FULL, l, 4);
                 l += __shfl_xor_sync(FULL, l, 8);
                 l += __shfl_xor_sync(FULL, l, 16);
-                const int head = nh * 8 + 2 * tig + r;
-                if (g == 0 && head < G) {
-                    ml[2 * head] = m_run[nh][r];
-                    ml[2 * head + 1] = l;
+                if (g == 0) {
+                    mw[warp * 8 * NH + nh * 8 + 2 * tig + r] = m_run[nh][r];
+                    lw[warp * 8 * NH + nh * 8 + 2 * tig + r] = l;
                 }
             }
+        __syncthreads();
+        if (threadIdx.x < G) {   // the block's max and sum per head
+            const int h = threadIdx.x;
+            float m = NEG_INF, l = 0.f;
+            for (int w = 0; w < NW; ++w) m = fmaxf(m, mw[w * 8 * NH + h]);
+            for (int w = 0; w < NW; ++w) {
+                const float mv = mw[w * 8 * NH + h];
+                l += (mv == NEG_INF) ? 0.f : ex2(mv - m) * lw[w * 8 * NH + h];
+            }
+            bm[h] = m;
+            bl[h] = l;
+            if (S > 1) {
+                part_ml[((long long)item * G + h) * 2] = m;
+                part_ml[((long long)item * G + h) * 2 + 1] = l;
+            }
+        }
+        __syncthreads();
         float* pa = part_acc + (long long)item * G * D;
+        const float* slot0 = (const float*)(smem + LUT_BYTES);
 #pragma unroll
         for (int nh = 0; nh < NH; ++nh) {
-            const int h0 = 8 * nh + 2 * tig, h1 = h0 + 1;
+            float f[2];
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const float m = bm[nh * 8 + 2 * tig + r];
+                f[r] = (m_run[nh][r] == NEG_INF) ? 0.f : ex2(m_run[nh][r] - m);
+            }
+            if (nh > 0) __syncthreads();   // the previous head group's slots are read
 #pragma unroll
             for (int mt = 0; mt < NKT; ++mt) {
                 const int d0 = 16 * mt + g, d1 = d0 + 8;
-                if (h0 < G) { pa[h0 * D + d0] = acc[nh][mt][0]; pa[h0 * D + d1] = acc[nh][mt][2]; }
-                if (h1 < G) { pa[h1 * D + d0] = acc[nh][mt][1]; pa[h1 * D + d1] = acc[nh][mt][3]; }
+                slot[(2 * tig) * SLD + d0] = acc[nh][mt][0] * f[0];
+                slot[(2 * tig + 1) * SLD + d0] = acc[nh][mt][1] * f[1];
+                slot[(2 * tig) * SLD + d1] = acc[nh][mt][2] * f[0];
+                slot[(2 * tig + 1) * SLD + d1] = acc[nh][mt][3] * f[1];
+            }
+            __syncthreads();
+            float sum[NSUM];
+#pragma unroll
+            for (int k = 0; k < NSUM; ++k) {
+                const int i = threadIdx.x + k * NW * 32;
+                sum[k] = 0.f;
+                if (i < 8 * D) {
+                    const int si = (i / D) * SLD + i % D;
+#pragma unroll
+                    for (int w = 0; w < NW; ++w)
+                        sum[k] += ((const float*)(smem + LUT_BYTES + w * (NS * STAGE)))[si];
+                    const int h = nh * 8 + i / D;
+                    if (S > 1 && h < G) pa[h * D + (i % D)] = sum[k];
+                }
+            }
+            if (S == 1) {
+                // a single split is the whole sequence: write the output from the sums
+                __syncthreads();
+#pragma unroll
+                for (int k = 0; k < NSUM; ++k) {
+                    const int i = threadIdx.x + k * NW * 32;
+                    if (i < 8 * D) ((float*)slot0)[i] = sum[k];
+                }
+                __syncthreads();
+                for (int j = warp; j < 8 && nh * 8 + j < G; j += NW) {
+                    float xo[E];
+#pragma unroll
+                    for (int e = 0; e < E; ++e) xo[e] = slot0[j * D + lane * E + e];
+                    write_head(xo, bl[nh * 8 + j], (long long)bh * G + nh * 8 + j, lane, vsigns,
+                               out);
+                }
             }
         }
-    }
-}
-"""
-
-_MERGE = r"""
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-// grid: B * H * G blocks (one per query head); block: 256 threads (8 warps). Warp w
-// takes splits w, w + 8, ... in batches of 8 whose loads are issued together, keeping a
-// running max; the warps' results are combined with their maxima.
-extern "C" __global__ void __launch_bounds__(256) tq_merge(
-    const float* __restrict__ part_acc, const float* __restrict__ part_ml,
-    int S, const float* __restrict__ vsigns, void* __restrict__ out)
-{
-    __shared__ float red[8][D];
-    __shared__ float lred[8], mred[8];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const long long qh = blockIdx.x;           // = (b * H + h) * G + j
-    const long long bh = qh / G;
-    const int j = (int)(qh % G);
-    const long long item0 = bh * S;
-    float x[E];
+        if (S == 1) {
+            __syncthreads();   // slots read: the ring may be refilled
+            continue;
+        }
+        __threadfence();
+        __syncthreads();   // slots read, partials visible: the ring may be refilled
+        if (threadIdx.x == 0) *flag = atomicAdd(counters + bh, 1) == S - 1;
+        __syncthreads();
+        if (*flag) {
+            // this block completed the pair: merge its S partials (log-sum-exp weights),
+            // one warp per query head, the loads of MB splits issued together
+            for (int j = warp; j < G; j += NW) {
+                float x[E];
 #pragma unroll
-    for (int e = 0; e < E; ++e) x[e] = 0.f;
-    float l = 0.f, mx = NEG_INF;
+                for (int e = 0; e < E; ++e) x[e] = 0.f;
+                float l = 0.f, mx = NEG_INF;
 #pragma unroll 1
-    for (int s0 = warp; s0 < S; s0 += 64) {
-        float m[8], lv[8], a[8][E];
+                for (int s0 = 0; s0 < S; s0 += MB) {
+                    float m[MB], lv[MB], a[MB][E];
 #pragma unroll
-        for (int u = 0; u < 8; ++u) {
-            const int s = s0 + 8 * u;
-            const long long it = (item0 + (s < S ? s : 0)) * G + j;
-            m[u] = s < S ? part_ml[it * 2] : NEG_INF;
-            lv[u] = part_ml[it * 2 + 1];
+                    for (int u = 0; u < MB; ++u) {
+                        const bool ok = s0 + u < S;
+                        const long long it = ((long long)bh * S + (ok ? s0 + u : 0)) * G + j;
+                        m[u] = ok ? __ldcg(part_ml + 2 * it) : NEG_INF;
+                        lv[u] = __ldcg(part_ml + 2 * it + 1);
 #pragma unroll
-            for (int e = 0; e < E; ++e) a[u][e] = part_acc[it * D + lane * E + e];
-        }
-        float mb = mx;
+                        for (int e = 0; e < E; ++e)
+                            a[u][e] = __ldcg(part_acc + it * D + lane * E + e);
+                    }
+                    float mb = mx;
 #pragma unroll
-        for (int u = 0; u < 8; ++u) mb = fmaxf(mb, m[u]);
-        if (mb == NEG_INF) continue;
-        const float r = ex2(mx - mb);  // 0 while mx is -inf
-        l *= r;
+                    for (int u = 0; u < MB; ++u) mb = fmaxf(mb, m[u]);
+                    if (mb == NEG_INF) continue;
+                    const float rs = ex2(mx - mb);  // 0 while mx is -inf
+                    l *= rs;
 #pragma unroll
-        for (int e = 0; e < E; ++e) x[e] *= r;
-        mx = mb;
+                    for (int e = 0; e < E; ++e) x[e] *= rs;
+                    mx = mb;
 #pragma unroll
-        for (int u = 0; u < 8; ++u) {
-            const float w = (m[u] == NEG_INF) ? 0.f : ex2(m[u] - mx);
-            l += (w > 0.f) ? w * lv[u] : 0.f;
+                    for (int u = 0; u < MB; ++u) {
+                        const float w = (m[u] == NEG_INF) ? 0.f : ex2(m[u] - mx);
+                        l += (w > 0.f) ? w * lv[u] : 0.f;
 #pragma unroll
-            for (int e = 0; e < E; ++e) x[e] += (w > 0.f) ? w * a[u][e] : 0.f;
-        }
-    }
-#pragma unroll
-    for (int e = 0; e < E; ++e) red[warp][lane * E + e] = x[e];
-    if (lane == 0) { lred[warp] = l; mred[warp] = mx; }
-    __syncthreads();
-    if (warp != 0) return;
-    float mall = NEG_INF;
-#pragma unroll
-    for (int w = 0; w < 8; ++w) mall = fmaxf(mall, mred[w]);
-    l = 0.f;
-#pragma unroll
-    for (int e = 0; e < E; ++e) x[e] = 0.f;
-    if (mall != NEG_INF) {
-#pragma unroll
-        for (int w = 0; w < 8; ++w) {
-            const float r = (mred[w] == NEG_INF) ? 0.f : ex2(mred[w] - mall);
-            l += r * lred[w];
-#pragma unroll
-            for (int e = 0; e < E; ++e) x[e] += r * red[w][lane * E + e];
+                        for (int e = 0; e < E; ++e) x[e] += (w > 0.f) ? w * a[u][e] : 0.f;
+                    }
+                }
+                write_head(x, l, (long long)bh * G + j, lane, vsigns, out);
+            }
+            if (threadIdx.x == 0) counters[bh] = 0;
         }
     }
-    warp_fwht(x, lane);
-    const float inv = l > 0.f ? RSQ / l : 0.f;
-#pragma unroll
-    for (int e = 0; e < E; ++e)
-        stf<OT>(out, qh * D + lane * E + e, x[e] * inv * vsigns[lane * E + e]);
 }
 """
 
@@ -798,11 +883,16 @@ def encode_source(d: int, key_bits: int, value_bits: int, xt: int) -> str:
 
 def attend_smem(d: int, key_bits: int, value_bits: int, group: int, warps: int, tile: int,
                 stages: int, wide: bool) -> int:
-    """Dynamic shared memory (bytes) of ``tq_attend``: tables plus the warps' rings."""
+    """Dynamic shared memory (bytes) of ``tq_attend``.
+
+    Tables, the warps' rings, the block's rotated queries, per warp and head
+    a running max and sum, the block's max and sum per head, one flag.
+    """
     lstride = 256 if (key_bits == value_bits == 4 and wide) or key_bits != value_bits else 128
     lut = (1 << (2 * max(key_bits, value_bits))) * lstride
     stage = tile * (d * key_bits // 8 + d * value_bits // 8 + 8)
-    return lut + warps * stages * stage + warps * 8 * ((group + 7) // 8) * d * 2
+    heads = 8 * ((group + 7) // 8)
+    return lut + warps * stages * stage + heads * d * 2 + (2 * warps + 2) * heads * 4 + 16
 
 
 def attend_source(d: int, key_bits: int, value_bits: int, group: int, qt: int,
@@ -816,13 +906,8 @@ def attend_source(d: int, key_bits: int, value_bits: int, group: int, qt: int,
     """
     head = _defines(
         D=d, KB=key_bits, VB=value_bits, G=group, QT=qt, NW=warps, TT=tile, NS=stages,
-        WIDE=int(bool(wide)),
+        WIDE=int(bool(wide)), RSQ=_rsq(d),
         KAL=chunk_align(d * key_bits // 32), VAL=chunk_align(d * value_bits // 64),
     )
     return head + _COMMON + _ATTEND
 
-
-def merge_source(d: int, group: int, ot: int) -> str:
-    """Source of ``tq_merge`` for one head dim, group size and output dtype."""
-    head = _defines(D=d, G=group, OT=ot, RSQ=_rsq(d))
-    return head + _COMMON + _MERGE
