@@ -46,9 +46,9 @@ from __future__ import annotations
 import numpy as np
 
 from .codebook import lloyd_max
-from .kernels.encode import encode_rows, pack_signs, row_norms, unpack_indices
+from .kernels.encode import column_sums, encode_rows, pack_signs, row_norms, unpack_indices
 from .kernels.scan import GAIN_ONE, MODE_CORRECTED, MODE_MSE, MODE_QJL
-from .rotation import Rotation, make_rotation
+from .rotation import Rotation, make_rotation, multiply_rows
 
 __all__ = ["TurboQuantCodec", "ESTIMATORS", "METRICS"]
 
@@ -144,13 +144,9 @@ class TurboQuantCodec:
 
     def fit_mean(self, x: np.ndarray) -> None:
         """Set the centering mean from float32 (n, d) vectors (normalised first for cosine)."""
-        if self.metric == "cosine":
-            norms = np.empty(x.shape[0], dtype=np.float32)
-            row_norms(x, norms)
-            weights = np.divide(1.0, norms, out=np.zeros(x.shape[0]), where=norms > 0)
-            self.mean = (weights @ x / x.shape[0]).astype(np.float32)
-        else:
-            self.mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        sums = np.empty(self.d, dtype=np.float64)
+        column_sums(x, self.metric == "cosine", sums)
+        self.mean = (sums / x.shape[0]).astype(np.float32)
 
     def _centred(self, x: np.ndarray) -> np.ndarray:
         """Vectors as the codes see them: normalised for cosine, minus the mean if centring."""
@@ -200,10 +196,6 @@ class TurboQuantCodec:
     def encode(self, x: np.ndarray) -> EncodedBatch:
         """Code float32 (n, d) vectors (already validated)."""
         n = x.shape[0]
-        matrix_t = self.rotation.matrix_t_or_none()
-        if matrix_t is None:
-            x = self.rotation.apply(x)  # large-d Hadamard: O(d log d) transform first
-            matrix_t = np.empty((0, 0), dtype=np.float32)
         # the mean is subtracted after the rotation, as R mean (the rotation is linear)
         shift = (self.rotation.apply(self.mean[None, :])[0] if self.center
                  else np.empty(0, dtype=np.float32))
@@ -211,10 +203,10 @@ class TurboQuantCodec:
         norms = np.empty(n, dtype=np.float32)
         dots = np.empty(n, dtype=np.float32)
         residual = np.empty((n, self.d) if self.qjl else (0, 0), dtype=np.float32)
-        encode_rows(x, self.metric == "cosine", shift, matrix_t, self.edges, self.magnitudes,
-                    self.index_bits, self.scales, codes, norms, dots, residual)
+        encode_rows(x, self.metric == "cosine", shift, *self.rotation.kernel_args(), self.edges,
+                    self.magnitudes, self.index_bits, self.scales, codes, norms, dots, residual)
         if self.qjl:
-            projected = residual @ self.qjl_matrix.T
+            projected = multiply_rows(residual, self.qjl_matrix)
             pack_signs(projected, codes, self.index_bytes)
             gains = _to_fixed(np.linalg.norm(residual, axis=1))
         elif self.has_gains:
@@ -278,7 +270,7 @@ class TurboQuantCodec:
         sq_norms = np.einsum("ij,ij->i", xq, xq).astype(np.float32)
         y = self.rotation.apply(xq)
         if self.qjl:
-            y_sign = np.ascontiguousarray(y @ self.qjl_matrix.T)
+            y_sign = multiply_rows(y, self.qjl_matrix)
         else:
             y_sign = np.empty((y.shape[0], 0), dtype=np.float32)
         return y, y_sign, sq_norms

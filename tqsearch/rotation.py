@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.rotate import hadamard_forward, hadamard_inverse, matvec_rows
+from .kernels.rotate import rotate_rows
 
-__all__ = ["Rotation", "DenseRotation", "HadamardRotation", "make_rotation", "ROTATIONS"]
+__all__ = ["Rotation", "DenseRotation", "HadamardRotation", "make_rotation", "multiply_rows",
+           "ROTATIONS"]
 
 ROTATIONS = ("hadamard", "dense")
 
@@ -31,9 +32,9 @@ ROTATIONS = ("hadamard", "dense")
 # the data correlate with the rotation's rows).
 _STREAM = 0x5251
 
-# Up to this dimension a d x d product costs less than the transform's scattered
-# butterflies, so the Hadamard rotation is applied through its (exact) matrix.
-_MATRIX_MAX_D = 1024
+# Up to this dimension the Hadamard rotation is applied through its (exact)
+# matrix: a d x d product of tiles costs less than the rounds' transforms.
+_MATRIX_MAX_D = 64
 
 # Rounds of the transform. With d a power of two, three rounds bring the entries
 # of the rotation (and so the coordinates of one-hot, sparse or constant inputs)
@@ -50,17 +51,29 @@ class Rotation:
     kind: str
     d: int
 
+    def kernel_args(self, inverse: bool = False) -> tuple:
+        """The rotation as the kernels take it (:func:`tqsearch.kernels.rotate.rotate_rows`).
+
+        Returns ``(pre, matrix, signs, factors, perms, offsets, block)`` of the
+        rotation (``inverse=False``) or of its inverse:
+        a rotation applied as a product passes its float32 (d, d) matrix (the
+        transpose for the inverse) and empty round arrays; Hadamard rounds pass
+        a (0, 0) matrix. ``pre`` (float32 (d,)) multiplies the input first.
+        """
+        raise NotImplementedError
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Rotate rows. ``x``: float32 (n, d), C-contiguous -> float32 (n, d)."""
-        raise NotImplementedError
+        return self._rotate(x, False)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         """Undo :meth:`apply`. ``y``: float32 (n, d) -> float32 (n, d)."""
-        raise NotImplementedError
+        return self._rotate(y, True)
 
-    def matrix_t_or_none(self) -> np.ndarray | None:
-        """Transposed d x d matrix when the rotation is applied as a product, else None."""
-        return None
+    def _rotate(self, x, inverse):
+        out = np.empty_like(x)
+        rotate_rows(x, *self.kernel_args(inverse), inverse, out)
+        return out
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays that reproduce the rotation exactly (see :func:`from_state`)."""
@@ -89,16 +102,10 @@ class DenseRotation(Rotation):
             q *= np.sign(np.diag(r))  # makes the draw Haar-distributed
             matrix = q
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-        self._matrix_t = np.ascontiguousarray(self.matrix.T)
+        self._args = _product_args(self.matrix)
 
-    def apply(self, x):
-        return _matvec(x, self._matrix_t)
-
-    def inverse(self, y):
-        return _matvec(y, self.matrix)
-
-    def matrix_t_or_none(self):
-        return self._matrix_t
+    def kernel_args(self, inverse=False):
+        return self._args[inverse]
 
     def state(self):
         return {"matrix": self.matrix}
@@ -138,39 +145,64 @@ class HadamardRotation(Rotation):
         self.signs = np.ascontiguousarray(signs, dtype=np.float32)
         self.perms = np.ascontiguousarray(perms, dtype=np.int64)
         self.offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-        self._matrix = self._matrix_t = None
+        self.factors = self._row_factors()
+        self._args = (
+            (self.signs[0], _NO_MATRIX, self.signs, self.factors, self.perms, self.offsets,
+             self.block),
+            (np.ones(self.d, np.float32), _NO_MATRIX, self.signs, self.factors, self.perms,
+             self.offsets, self.block),
+        )
         if self.d <= _MATRIX_MAX_D:
             eye = np.eye(self.d, dtype=np.float32)
-            self._matrix_t = self._transform(eye)  # rows of I rotated = columns of M
-            self._matrix = np.ascontiguousarray(self._matrix_t.T)
+            self._args = _product_args(self._rotate(eye, False).T)  # columns: rotated basis
 
-    def _transform(self, x):
-        out = np.empty_like(x)
-        hadamard_forward(x, self.signs, self.perms, self.offsets, self.block, out)
-        return out
+    def _row_factors(self):
+        """float32 (rounds, d): what row ``j`` is multiplied by as round ``r`` permutes.
 
-    def apply(self, x):
-        if self._matrix is not None:
-            return _matvec(x, self._matrix_t)
-        return self._transform(x)
+        The transform's ``1 / sqrt(p)`` for rows that came from the round's
+        block, times the next round's sign: the kernels apply both while moving
+        rows, so no pass over the data is spent on them.
+        """
+        rounds = self.signs.shape[0]
+        factors = np.ones((rounds, self.d), dtype=np.float64)
+        for r in range(rounds):
+            src = self.perms[r]
+            inside = (src >= self.offsets[r]) & (src < self.offsets[r] + self.block)
+            factors[r, inside] = 1.0 / np.sqrt(self.block)
+            if r + 1 < rounds:
+                factors[r] *= self.signs[r + 1]
+        return factors.astype(np.float32)
 
-    def inverse(self, y):
-        if self._matrix is not None:
-            return _matvec(y, self._matrix)
-        out = np.empty_like(y)
-        hadamard_inverse(y, self.signs, self.perms, self.offsets, self.block, out)
-        return out
-
-    def matrix_t_or_none(self):
-        return self._matrix_t
+    def kernel_args(self, inverse=False):
+        return self._args[inverse]
 
     def state(self):
         return {"signs": self.signs, "perms": self.perms, "offsets": self.offsets}
 
 
-def _matvec(x, matrix):
+_NO_MATRIX = np.empty((0, 0), np.float32)
+_NO_ROUNDS = (np.empty((0, 0), np.float32), np.empty((0, 0), np.float32),
+              np.empty((0, 0), np.int64), np.empty(0, np.int64), 0)
+
+
+def _product_args(matrix):
+    """Kernel arguments (forward, inverse) of a rotation applied as ``y = matrix @ x``."""
+    d = matrix.shape[0]
+    ones = np.ones(d, np.float32)
+    forward = np.ascontiguousarray(matrix, dtype=np.float32)
+    backward = np.ascontiguousarray(forward.T)
+    return (ones, forward, *_NO_ROUNDS), (ones, backward, *_NO_ROUNDS)
+
+
+def multiply_rows(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``x @ matrix.T`` for float32 (n, d) ``x`` and (d, d) ``matrix``, row by row.
+
+    Each row's result is the same whatever else is in the batch (a BLAS product
+    may round a single row differently from a batch), so one query gets the
+    scores it gets within a batch.
+    """
     out = np.empty_like(x)
-    matvec_rows(x, matrix, out)
+    rotate_rows(x, *_product_args(matrix)[0], False, out)
     return out
 
 

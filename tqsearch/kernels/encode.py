@@ -13,6 +13,11 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
+from .lanes import LANES, centre_rows, grid_cells, grid_fit, scale_lanes
+from .rotate import rotate_tile
+
+# Tiles coded per parallel task (scratch is allocated once per task).
+_TILES_PER_TASK = 16
 
 
 @njit(inline="always")
@@ -24,35 +29,6 @@ def read_bits(row, bitpos, bits):
     if shift + bits > 8:
         word |= np.uint32(row[byte + 1]) << 8
     return (word >> shift) & ((1 << bits) - 1)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _magnitudes(a, scale, edges, mags, out):
-    """``out[j]`` = centroid magnitude of the cell of ``scale * a[j]`` (``a >= 0``).
-
-    Compare-and-add over the positive boundaries: branch-free, so it
-    vectorizes across coordinates.
-    """
-    d = a.shape[0]
-    for j in range(d):
-        out[j] = mags[0]
-    for i in range(edges.shape[0]):
-        edge = edges[i]
-        step = mags[i + 1] - mags[i]
-        for j in range(d):
-            out[j] += step * np.float32(scale * a[j] >= edge)
-
-
-@njit(inline="always")
-def _cell_counts(a, scale, edges, out):
-    """``out[j]`` = number of positive boundaries <= ``scale * a[j]``."""
-    d = a.shape[0]
-    for j in range(d):
-        out[j] = 0
-    for i in range(edges.shape[0]):
-        edge = edges[i]
-        for j in range(d):
-            out[j] += np.int32(scale * a[j] >= edge)
 
 
 @njit(inline="always")
@@ -98,10 +74,39 @@ def row_norms(x, out):
         out[i] = np.sqrt(acc)
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def column_sums(x, unit, out):
+    """``out = sum_i x[i]`` (``x[i] / ||x[i]||`` if ``unit``), accumulated in float64.
+
+    Parameters
+    ----------
+    x : float32 (n, d)
+    unit : bool
+        Normalise rows first (zero rows add nothing).
+    out : float64 (d,), written
+    """
+    n, d = x.shape
+    for j in range(d):
+        out[j] = 0.0
+    for i in range(n):
+        w = 1.0
+        if unit:
+            sq = np.float32(0.0)
+            for j in range(d):
+                sq += x[i, j] * x[i, j]
+            w = 1.0 / np.sqrt(sq) if sq > 0 else 0.0
+        for j in range(d):
+            out[j] += w * x[i, j]
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def encode_rows(x, unit_first, shift, matrix_t, edges, mags, bits, scales, codes, norms, dots,
-                residual):
-    """Normalise, rotate, quantize and pack vectors in one pass.
+def encode_rows(x, unit_first, shift, pre, matrix, signs, factors, perms, offsets, block,
+                edges, mags, bits, scales, codes, norms, dots, residual):
+    """Normalise, rotate, quantize and pack vectors, ``LANES`` vectors at a time.
+
+    Vectors are processed as transposed tiles (see :mod:`.rotate`), so every
+    step below -- rotation, centring, norms, the cell search -- is a SIMD
+    operation across the vectors of a tile.
 
     The codebook is symmetric, so a coordinate is coded by its sign and the
     cell of its magnitude: level ``half + k`` for ``u >= 0`` and
@@ -119,13 +124,12 @@ def encode_rows(x, unit_first, shift, matrix_t, edges, mags, bits, scales, codes
     Parameters
     ----------
     x : float32 (n, d)
-        Input vectors, or already rotated ones when ``matrix_t`` is (0, 0).
     unit_first : bool
         Normalise rows before anything else (cosine).
     shift : float32 (d,) or (0,)
         Subtracted after the rotation: the rotated centering mean, ``R mean``.
-    matrix_t : float32 (d, d) or (0, 0)
-        Transposed rotation matrix ``R^T``.
+    pre, matrix, signs, factors, perms, offsets, block
+        The forward rotation (:meth:`tqsearch.rotation.Rotation.kernel_args`).
     edges : float32 (2**(bits-1) - 1,)
         Positive decision boundaries, increasing.
     mags : float32 (2**(bits-1),)
@@ -142,75 +146,92 @@ def encode_rows(x, unit_first, shift, matrix_t, edges, mags, bits, scales, codes
         When it has n rows, written with ``u - c(u)``.
     """
     n, d = x.shape
-    half = 1 << (bits - 1)
-    rotate = matrix_t.shape[0] == d
+    n_tiles = (n + LANES - 1) // LANES
+    # scratch is allocated once per group of tiles, not per tile
+    for group in prange((n_tiles + _TILES_PER_TASK - 1) // _TILES_PER_TASK):
+        t0 = np.empty((d, LANES), dtype=np.float32)
+        spare0 = np.empty((d, LANES), dtype=np.float32)
+        cells = np.empty(d, dtype=np.int32)
+        unit_scale = np.empty(LANES, dtype=np.float32)
+        zero_input = np.empty(LANES, dtype=np.bool_)
+        sq = np.empty(LANES, dtype=np.float32)
+        dot = np.empty(LANES, dtype=np.float32)
+        inv = np.empty(LANES, dtype=np.float32)
+        grid = np.empty(LANES, dtype=np.float32)
+        best = np.empty(LANES, dtype=np.float32)
+        best_cos = np.empty(LANES, dtype=np.float32)
+        for tile in range(group * _TILES_PER_TASK, min(n_tiles, (group + 1) * _TILES_PER_TASK)):
+            t = t0
+            spare = spare0
+            t[:] = 0.0
+            unit_scale[:] = 1.0
+            zero_input[:] = False
+            best[:] = scales[0]
+            best_cos[:] = -np.inf
+            _encode_tile(x, tile * LANES, unit_first, shift, pre, matrix, signs, factors, perms,
+                         offsets, block, edges, mags, bits, scales, codes, norms, dots, residual,
+                         t, spare, cells, unit_scale, zero_input, sq, dot, inv, grid, best,
+                         best_cos)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _encode_tile(x, first, unit_first, shift, pre, matrix, signs, factors, perms, offsets, block,
+                 edges, mags, bits, scales, codes, norms, dots, residual, t, spare, cells,
+                 unit_scale, zero_input, sq, dot, inv, grid, best, best_cos):
+    """Code rows ``first .. first + LANES`` (fewer at the end) with the given scratch."""
+    n, d = x.shape
+    half = mags.shape[0]
     centre = shift.shape[0] == d
     want_residual = residual.shape[0] == n
-    n_chunks = (n + 127) // 128
-    for chunk in prange(n_chunks):
-        u = np.empty(d, dtype=np.float32)
-        a = np.empty(d, dtype=np.float32)
-        m = np.empty(d, dtype=np.float32)
-        k = np.empty(d, dtype=np.int32)
-        for i in range(chunk * 128, min(n, chunk * 128 + 128)):
-            scale = np.float32(1.0)
-            zero_input = False
-            if unit_first:
-                sq = np.float32(0.0)
-                for j in range(d):
-                    sq += x[i, j] * x[i, j]
-                scale = np.float32(1.0) / np.sqrt(sq) if sq > 0 else np.float32(0.0)
-                zero_input = sq == 0
-            if rotate:
-                # y = sum_j x_j * column_j: contiguous axpys, no horizontal sums
-                for r in range(d):
-                    u[r] = np.float32(0.0)
-                for j in range(d):
-                    xj = x[i, j] * scale
-                    for r in range(d):
-                        u[r] += xj * matrix_t[j, r]
-            else:
-                for j in range(d):
-                    u[j] = x[i, j] * scale
-            if centre:
-                for j in range(d):
-                    u[j] -= shift[j]
-            sq = np.float32(0.0)
-            for j in range(d):
-                sq += u[j] * u[j]
-            norm = np.sqrt(sq)
-            # a zero vector has no direction: flagged by a negative norm when centring
-            norms[i] = -norm if zero_input and centre else norm
-            inv = np.float32(1.0) / norm if norm > 0 else np.float32(0.0)
-            for j in range(d):
-                u[j] *= inv
-            for j in range(d):
-                a[j] = abs(u[j])
-            best = scales[0]
-            if scales.shape[0] > 1:
-                best_cos = np.float32(-1.0)
-                for s in range(scales.shape[0]):
-                    _magnitudes(a, scales[s], edges, mags, m)
-                    dot = np.float32(0.0)
-                    sq = np.float32(0.0)
-                    for j in range(d):
-                        dot += a[j] * m[j]
-                        sq += m[j] * m[j]
-                    cos = dot / np.sqrt(sq)
-                    if cos > best_cos:
-                        best_cos = cos
-                        best = scales[s]
-            _cell_counts(a, best, edges, k)
-            _magnitudes(a, best, edges, mags, m)
+    live = min(LANES, n - first)
+
+    # load (normalised for cosine) and rotate, transposed
+    for lane in range(live):
+        i = first + lane
+        if unit_first:
             acc = np.float32(0.0)
             for j in range(d):
-                acc += a[j] * m[j]
-                positive = u[j] >= 0
-                k[j] = half + k[j] if positive else half - 1 - k[j]
-                if want_residual:
-                    residual[i, j] = u[j] - m[j] if positive else u[j] + m[j]
-            dots[i] = acc
-            pack_row(k, bits, codes[i])
+                acc += x[i, j] * x[i, j]
+            zero_input[lane] = acc == 0
+            unit_scale[lane] = np.float32(1.0) / np.sqrt(acc) if acc > 0 else 0.0
+        for j in range(d):
+            t[j, lane] = x[i, j] * (unit_scale[lane] * pre[j])
+    t, spare = rotate_tile(t, spare, matrix, signs, factors, perms, offsets, block, False)
+
+    # centre and normalise: t holds the unit vectors u
+    centre_rows(t, shift, sq)
+    for lane in range(LANES):
+        norm = np.sqrt(sq[lane])
+        if lane < live:
+            # a zero vector has no direction: flagged by a negative norm when centring
+            norms[first + lane] = -norm if zero_input[lane] and centre else norm
+        inv[lane] = np.float32(1.0) / norm if norm > 0 else np.float32(0.0)
+    scale_lanes(t, inv)
+
+    # per-vector grid scale: the one whose centroids keep the direction best
+    if scales.shape[0] > 1:
+        for s in range(scales.shape[0]):
+            grid[:] = scales[s]
+            grid_fit(t, grid, edges, mags, dot, sq, spare)
+            for lane in range(LANES):
+                cos = dot[lane] / np.sqrt(sq[lane])
+                if cos > best_cos[lane]:
+                    best_cos[lane] = cos
+                    best[lane] = scales[s]
+
+    # levels of the chosen grid (in spare), residuals, packing
+    grid_cells(t, best, edges, mags, dot, sq, spare)
+    for lane in range(live):
+        i = first + lane
+        dots[i] = dot[lane]
+        for j in range(d):
+            cells[j] = np.int32(spare[j, lane])
+        if want_residual:
+            for j in range(d):
+                level = cells[j]
+                c = mags[level - half] if level >= half else -mags[half - 1 - level]
+                residual[i, j] = t[j, lane] - c
+        pack_row(cells, bits, codes[i])
 
 
 @njit(parallel=True, cache=True)

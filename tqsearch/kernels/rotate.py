@@ -1,4 +1,11 @@
-"""Randomized Hadamard rotation kernels (forward and inverse), one row per iteration."""
+"""Rotation kernels: tile products with a matrix and the randomized Hadamard transform.
+
+The Hadamard transform works on *tiles*: ``LANES`` vectors stored transposed,
+``tile[j, l]`` being coordinate ``j`` of vector ``l``. Every butterfly then
+adds and subtracts two rows of ``LANES`` floats, which is one SIMD operation
+whatever the butterfly's stride, and a permutation moves whole rows. One
+vector is transformed as a tile with one live lane.
+"""
 
 from __future__ import annotations
 
@@ -6,96 +13,111 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
+from .lanes import LANES, butterfly2, butterfly4, matmul_rows, move_row
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def matvec_rows(x, matrix_t, out):
-    """``out[i] = matrix_t.T @ x[i]`` for every row.
+@njit(inline="always")
+def fwht_tile(t, start, p, h=1):
+    """Unnormalised Walsh-Hadamard transform of rows ``start .. start + p`` of a tile.
 
-    Parameters
-    ----------
-    x : float32 (n, d)
-    matrix_t : float32 (d, d)
-        Transposed matrix: the product is a sum of its rows (contiguous axpys).
-    out : float32 (n, d), written
+    Stages are fused in pairs (radix 4): each row is loaded and stored once per
+    two stages. ``p`` is a power of two; the ``1 / sqrt(p)`` is left to the caller.
+    Stages of stride below ``h`` are taken as done (``h = 4`` after
+    :func:`gather_butterfly4`).
     """
-    n, d = x.shape
-    for i in prange(n):
-        for r in range(d):
-            out[i, r] = np.float32(0.0)
-        for j in range(d):
-            xj = x[i, j]
-            for r in range(d):
-                out[i, r] += xj * matrix_t[j, r]
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _fwht_inplace(y, start, p, scale):
-    """Orthonormal Walsh-Hadamard transform of ``y[start:start + p]``, ``p`` a power of two."""
-    h = 1
-    while h < p:
+    while 4 * h <= p:
+        for i in range(start, start + p, 4 * h):
+            for j in range(i, i + h):
+                butterfly4(t, j, h)
+        h *= 4
+    if h < p:
         for i in range(start, start + p, 2 * h):
             for j in range(i, i + h):
-                a = y[j]
-                b = y[j + h]
-                y[j] = a + b
-                y[j + h] = a - b
-        h *= 2
-    for j in range(start, start + p):
-        y[j] *= scale
+                butterfly2(t, j, h)
+
+
+@njit(inline="always")
+def hadamard_tile(t, spare, factors, perms, offsets, block):
+    """Rotate a tile whose rows were already multiplied by the first round's signs.
+
+    Round ``r`` transforms its block, then moves row ``perms[r, j]`` to row
+    ``j`` times ``factors[r, j]``, which carries the block's ``1 / sqrt(p)``
+    and the next round's sign (see :meth:`HadamardRotation.kernel_args`).
+    ``t`` and ``spare`` are float32 (d, LANES); returns them as (result, the other).
+    """
+    d = t.shape[0]
+    for r in range(factors.shape[0]):
+        fwht_tile(t, offsets[r], block)
+        for j in range(d):
+            move_row(spare, j, t, perms[r, j], factors[r, j])
+        t, spare = spare, t
+    return t, spare
+
+
+@njit(inline="always")
+def hadamard_inverse_tile(t, spare, signs, perms, offsets, block):
+    """Undo the rotation of a tile (rounds in reverse, each one transposed); returns as
+    :func:`hadamard_tile`."""
+    d = t.shape[0]
+    scale = np.float32(1.0 / np.sqrt(block))
+    for r in range(signs.shape[0] - 1, -1, -1):
+        for j in range(d):
+            move_row(spare, perms[r, j], t, j, np.float32(1.0))
+        t, spare = spare, t
+        fwht_tile(t, offsets[r], block)
+        lo = offsets[r]
+        for j in range(d):
+            inside = lo <= j < lo + block
+            move_row(t, j, t, j, signs[r, j] * scale if inside else signs[r, j])
+    return t, spare
+
+
+@njit(inline="always")
+def rotate_tile(t, spare, matrix, signs, factors, perms, offsets, block, inverse):
+    """Rotate a loaded tile; returns ``(result, scratch)``, the two tiles in some order.
+
+    With ``matrix`` float32 (d, d) the rotation is that product; otherwise it is
+    the Hadamard rounds (forward: ``t`` already multiplied by ``signs[0]``).
+    See :meth:`tqsearch.rotation.Rotation.kernel_args` for the arguments.
+    """
+    if matrix.shape[0] == t.shape[0]:
+        matmul_rows(spare, matrix, t)
+        return spare, t
+    if inverse:
+        return hadamard_inverse_tile(t, spare, signs, perms, offsets, block)
+    return hadamard_tile(t, spare, factors, perms, offsets, block)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def hadamard_forward(x, signs, perms, offsets, block, out):
-    """Apply ``rounds`` of ``y <- P_r H_r D_r y`` to every row.
+def rotate_rows(x, pre, matrix, signs, factors, perms, offsets, block, inverse, out):
+    """Rotate every row of ``x`` (or undo the rotation), a tile at a time.
 
     Parameters
     ----------
     x : float32 (n, d)
-    signs : float32 (rounds, d) of +-1
-    perms : int64 (rounds, d), permutation applied after the round's transform
-    offsets : int64 (rounds,), start of the power-of-two block transformed
-    block : int, power of two <= d
+    pre : float32 (d,)
+        Multiplies coordinates as rows are loaded (the first round's signs).
+    matrix : float32 (d, d) or (0, 0)
+        The rotation as a product ``y = matrix @ x``, when it is applied as one.
+    signs, factors : float32 (rounds, d)
+    perms : int64 (rounds, d)
+    offsets : int64 (rounds,)
+    block : int
+        Hadamard rounds (see :func:`hadamard_tile`); unused with a matrix.
+    inverse : bool
+        Run the Hadamard rounds backwards.
     out : float32 (n, d), written
     """
     n, d = x.shape
-    rounds = signs.shape[0]
-    scale = np.float32(1.0 / np.sqrt(block))
-    for i in prange(n):
-        y = np.empty(d, dtype=np.float32)
-        tmp = np.empty(d, dtype=np.float32)
-        for j in range(d):
-            y[j] = x[i, j]
-        for r in range(rounds):
+    for tile in prange((n + LANES - 1) // LANES):
+        t = np.zeros((d, LANES), dtype=np.float32)
+        spare = np.empty((d, LANES), dtype=np.float32)
+        first = tile * LANES
+        live = min(LANES, n - first)
+        for lane in range(live):
             for j in range(d):
-                y[j] *= signs[r, j]
-            _fwht_inplace(y, offsets[r], block, scale)
+                t[j, lane] = x[first + lane, j] * pre[j]
+        t, _ = rotate_tile(t, spare, matrix, signs, factors, perms, offsets, block, inverse)
+        for lane in range(live):
             for j in range(d):
-                tmp[j] = y[perms[r, j]]
-            for j in range(d):
-                y[j] = tmp[j]
-        for j in range(d):
-            out[i, j] = y[j]
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def hadamard_inverse(x, signs, perms, offsets, block, out):
-    """Inverse of :func:`hadamard_forward` (same arguments)."""
-    n, d = x.shape
-    rounds = signs.shape[0]
-    scale = np.float32(1.0 / np.sqrt(block))
-    for i in prange(n):
-        y = np.empty(d, dtype=np.float32)
-        tmp = np.empty(d, dtype=np.float32)
-        for j in range(d):
-            y[j] = x[i, j]
-        for r in range(rounds - 1, -1, -1):
-            for j in range(d):
-                tmp[perms[r, j]] = y[j]
-            for j in range(d):
-                y[j] = tmp[j]
-            _fwht_inplace(y, offsets[r], block, scale)
-            for j in range(d):
-                y[j] *= signs[r, j]
-        for j in range(d):
-            out[i, j] = y[j]
+                out[first + lane, j] = t[j, lane]
