@@ -393,28 +393,34 @@ __device__ __forceinline__ u32 vpos(int r, int u) {
     return (u32)(r * VROW + u * VCH);
 }
 
-// copy one tile (TT tokens: key codes, value codes, key scales, value scales) into a stage
-__device__ __forceinline__ void issue_tile(u32 st, const u8* kb, const u8* vb, const float* ksb,
-                                           const float* vsb, int t0, int lane) {
-    const u8* ks = kb + (long long)t0 * KROW;
-    const u8* vs = vb + (long long)t0 * VROW;
+template <bool B> struct Flag { static constexpr bool value = B; };
+
+// this lane's copy sources of one tile (TT tokens: key codes, value codes, and a 16-byte chunk
+// of key or value scales), advanced by STEP tokens per tile of the warp
+struct TileSrc {
+    const u8* k;
+    const u8* v;
+    const float* n;
+    __device__ __forceinline__ void advance(int tokens) {
+        k += (long long)tokens * KROW;
+        v += (long long)tokens * VROW;
+        n += tokens;
+    }
+};
+
+// copy one tile into the stage at st; vdst is this lane's first value chunk in a stage (the
+// swizzle depends on the lane only, so chunk j lies 512 * j bytes further)
+__device__ __forceinline__ void issue_tile(u32 st, const TileSrc& src, u32 vdst, int lane) {
     const int NKC = TT * KROW / 16, NVC = TT * VROW / 16;
 #pragma unroll
-    for (int j = 0; j < (NKC + 31) / 32; ++j) {
-        const int c = lane + 32 * j;
-        if (NKC % 32 == 0 || c < NKC) cp_async16(st + KREG + 16 * c, ks + 16 * c);
-    }
+    for (int j = 0; j < (NKC + 31) / 32; ++j)
+        if (NKC % 32 == 0 || lane + 32 * j < NKC)
+            cp_async16(st + KREG + 16 * lane + 512 * j, src.k + 512 * j);
 #pragma unroll
-    for (int j = 0; j < (NVC + 31) / 32; ++j) {
-        const int c = lane + 32 * j;
-        if (NVC % 32 == 0 || c < NVC) {
-            const u32 dst = VSWZ ? vpos(c >> 2, 2 * (c & 3)) : (u32)(16 * c);
-            cp_async16(st + VREG + dst, vs + 16 * c);
-        }
-    }
-    if (lane < TT / 4) cp_async16(st + NREG + 16 * lane, ksb + t0 + 4 * lane);
-    else if (lane < TT / 2)
-        cp_async16(st + NREG + TT * 4 + 16 * (lane - TT / 4), vsb + t0 + 4 * (lane - TT / 4));
+    for (int j = 0; j < (NVC + 31) / 32; ++j)
+        if (NVC % 32 == 0 || lane + 32 * j < NVC)
+            cp_async16(st + VREG + vdst + 512 * j, src.v + 512 * j);
+    if (lane < TT / 2) cp_async16(st + NREG + 16 * lane, src.n);
 }
 
 // entry e of a pair table: 32 copies (one per lane) at byte e * LSTRIDE; one load per entry,
@@ -491,6 +497,7 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
 #pragma unroll
         for (int j = 0; j < 4; ++j)
             voff[w][j] = VREG + vpos(16 * w + 2 * tig + (j & 1) + 8 * (j >> 1), g);
+    const u32 vdst = VSWZ ? vpos(lane >> 2, 2 * (lane & 3)) : 16u * lane;
     const int n_items = B * H * S;
     const int STEP = NW * TT;
     bool tables = false;
@@ -499,21 +506,27 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
         const int s = item % S;
         const int bh = item / S;
         const int b = bh / H;
-        const int len = lengths[b];
         const int t_begin = s * C;
-        const int t_end = min(t_begin + C, len);
         const int t_first = t_begin + warp * TT;
         const u8* kb = kcodes + (long long)bh * cap * KROW;
         const u8* vb = vcodes + (long long)bh * cap * VROW;
         const float* ksb = kscale + (long long)bh * cap;
         const float* vsb = vscale + (long long)bh * cap;
         // start fetching this warp's first tiles, then rotate the queries while they arrive
+        TileSrc src;
+        src.k = kb + (long long)t_first * KROW + 16 * lane;
+        src.v = vb + (long long)t_first * VROW + 16 * lane;
+        src.n = (lane < TT / 4 ? ksb + 4 * lane : vsb + 4 * (lane - TT / 4)) + t_first;
+        // (bounded by the capacity, not the length, so the copies need not wait for its load)
+        const int len = lengths[b];
 #pragma unroll
         for (int p = 0; p < NS - 1; ++p) {
-            if (t_first + p * STEP < t_end)
-                issue_tile(ring + p * STAGE, kb, vb, ksb, vsb, t_first + p * STEP, lane);
+            if (t_first + p * STEP < min(t_begin + C, cap))
+                issue_tile(ring + p * STAGE, src, vdst, lane);
             cp_commit();
+            src.advance(STEP);
         }
+        const int t_end = min(t_begin + C, len);
         // rotate and pre-scale the query heads once per block (warp w: heads w, w + NW, ...);
         // on the first item the tables are filled while the loads are in flight
         float qx[QPW][E];
@@ -568,161 +581,162 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
             l_run[nh][0] = l_run[nh][1] = 0.f;
         }
 
-        int stage = 0;
+        u32 st = ring, st_next = ring + (NS - 1) * STAGE;   // stage read now, stage filled next
 #pragma unroll 1
         for (int t0 = t_first; t0 < t_end; t0 += STEP) {
-            {
-                const int tn = t0 + (NS - 1) * STEP;
-                int sn = stage + NS - 1;
-                if (sn >= NS) sn -= NS;
-                if (tn < t_end) issue_tile(ring + sn * STAGE, kb, vb, ksb, vsb, tn, lane);
-                cp_commit();
-            }
+            if (t0 + (NS - 1) * STEP < t_end) issue_tile(st_next, src, vdst, lane);
+            cp_commit();
+            src.advance(STEP);
+            st_next = (st_next == ring + (NS - 1) * STAGE) ? ring : st_next + STAGE;
             cp_wait<NS - 1>();
             __syncwarp();
-            const u32 st = ring + stage * STAGE;
-            const bool full = t0 + TT <= t_end;
+            // one tile; FULL: every token valid, no masking (all tiles but a sequence's last)
+            auto tile = [&](auto full_tag) {
+                constexpr bool full = decltype(full_tag)::value;
 
-            // scores S (tokens x heads) = Khat (tokens x dims) * Q^T (dims x heads)
-            float sc[NMT][NH][4];
+                // scores S (tokens x heads) = Khat (tokens x dims) * Q^T (dims x heads)
+                float sc[NMT][NH][4];
 #pragma unroll
-            for (int mk = 0; mk < NMT; ++mk) {
-                u32 kw0[KW], kw1[KW];
-                lds_chunk<KCH, KAL>(st + KREG + koff + (16 * mk) * KROW, kw0);
-                lds_chunk<KCH, KAL>(st + KREG + koff + (16 * mk + 8) * KROW, kw1);
-#pragma unroll
-                for (int nh = 0; nh < NH; ++nh)
-                    sc[mk][nh][0] = sc[mk][nh][1] = sc[mk][nh][2] = sc[mk][nh][3] = 0.f;
-#pragma unroll
-                for (int kt = 0; kt < NKT; ++kt) {
-                    const u32 a0 = lds32(ktab + lut_off<2 * KB>(kw0, 2 * kt, lane4));
-                    const u32 a1 = lds32(ktab + lut_off<2 * KB>(kw1, 2 * kt, lane4));
-                    const u32 a2 = lds32(ktab + lut_off<2 * KB>(kw0, 2 * kt + 1, lane4));
-                    const u32 a3 = lds32(ktab + lut_off<2 * KB>(kw1, 2 * kt + 1, lane4));
+                for (int mk = 0; mk < NMT; ++mk) {
+                    u32 kw0[KW], kw1[KW];
+                    lds_chunk<KCH, KAL>(st + KREG + koff + (16 * mk) * KROW, kw0);
+                    lds_chunk<KCH, KAL>(st + KREG + koff + (16 * mk + 8) * KROW, kw1);
 #pragma unroll
                     for (int nh = 0; nh < NH; ++nh)
-                        mma16816(sc[mk][nh], a0, a1, a2, a3, qb[nh][kt][0], qb[nh][kt][1]);
+                        sc[mk][nh][0] = sc[mk][nh][1] = sc[mk][nh][2] = sc[mk][nh][3] = 0.f;
+#pragma unroll
+                    for (int kt = 0; kt < NKT; ++kt) {
+                        const u32 a0 = lds32(ktab + lut_off<2 * KB>(kw0, 2 * kt, lane4));
+                        const u32 a1 = lds32(ktab + lut_off<2 * KB>(kw1, 2 * kt, lane4));
+                        const u32 a2 = lds32(ktab + lut_off<2 * KB>(kw0, 2 * kt + 1, lane4));
+                        const u32 a3 = lds32(ktab + lut_off<2 * KB>(kw1, 2 * kt + 1, lane4));
+#pragma unroll
+                        for (int nh = 0; nh < NH; ++nh)
+                            mma16816(sc[mk][nh], a0, a1, a2, a3, qb[nh][kt][0], qb[nh][kt][1]);
+                    }
                 }
-            }
-            // key scales (rows = tokens g, g + 8 of each 16), mask, per-head tile max
-            float kn[NMT][2], vn[NMT][2];
+                // key scales (rows = tokens g, g + 8 of each 16), mask, per-head tile max
+                float kn[NMT][2], vn[NMT][2];
 #pragma unroll
-            for (int mk = 0; mk < NMT; ++mk) {
-                kn[mk][0] = ldsf(st + NREG + 4 * (16 * mk + g));
-                kn[mk][1] = ldsf(st + NREG + 4 * (16 * mk + g + 8));
-                vn[mk][0] = ldsf(st + NREG + TT * 4 + 4 * (16 * mk + g));
-                vn[mk][1] = ldsf(st + NREG + TT * 4 + 4 * (16 * mk + g + 8));
-            }
-            float tmax[NH][2];
-#pragma unroll
-            for (int nh = 0; nh < NH; ++nh) tmax[nh][0] = tmax[nh][1] = NEG_INF;
-#pragma unroll
-            for (int mk = 0; mk < NMT; ++mk) {
-                const bool v0 = full || t0 + 16 * mk + g < t_end;
-                const bool v1 = full || t0 + 16 * mk + g + 8 < t_end;
-#pragma unroll
-                for (int nh = 0; nh < NH; ++nh) {
-                    float* c = sc[mk][nh];
-                    c[0] = v0 ? c[0] * kn[mk][0] : NEG_INF;
-                    c[1] = v0 ? c[1] * kn[mk][0] : NEG_INF;
-                    c[2] = v1 ? c[2] * kn[mk][1] : NEG_INF;
-                    c[3] = v1 ? c[3] * kn[mk][1] : NEG_INF;
-                    tmax[nh][0] = fmaxf(tmax[nh][0], fmaxf(c[0], c[2]));
-                    tmax[nh][1] = fmaxf(tmax[nh][1], fmaxf(c[1], c[3]));
+                for (int mk = 0; mk < NMT; ++mk) {
+                    kn[mk][0] = ldsf(st + NREG + 4 * (16 * mk + g));
+                    kn[mk][1] = ldsf(st + NREG + 4 * (16 * mk + g + 8));
+                    vn[mk][0] = ldsf(st + NREG + TT * 4 + 4 * (16 * mk + g));
+                    vn[mk][1] = ldsf(st + NREG + TT * 4 + 4 * (16 * mk + g + 8));
                 }
-            }
-            float alpha[NH][2];
-            bool rescale = false;
+                float tmax[NH][2];
 #pragma unroll
-            for (int nh = 0; nh < NH; ++nh)
+                for (int nh = 0; nh < NH; ++nh) tmax[nh][0] = tmax[nh][1] = NEG_INF;
 #pragma unroll
-                for (int r = 0; r < 2; ++r) {
-                    float m = tmax[nh][r];
-                    m = fmaxf(m, __shfl_xor_sync(FULL, m, 4));
-                    m = fmaxf(m, __shfl_xor_sync(FULL, m, 8));
-                    m = fmaxf(m, __shfl_xor_sync(FULL, m, 16));
-                    const float mn = fmaxf(m_run[nh][r], m);
-                    alpha[nh][r] = ex2(m_run[nh][r] - mn);
-                    rescale |= mn != m_run[nh][r];
-                    m_run[nh][r] = mn;
+                for (int mk = 0; mk < NMT; ++mk) {
+                    const bool v0 = full || t0 + 16 * mk + g < t_end;
+                    const bool v1 = full || t0 + 16 * mk + g + 8 < t_end;
+#pragma unroll
+                    for (int nh = 0; nh < NH; ++nh) {
+                        float* c = sc[mk][nh];
+                        c[0] = v0 ? c[0] * kn[mk][0] : NEG_INF;
+                        c[1] = v0 ? c[1] * kn[mk][0] : NEG_INF;
+                        c[2] = v1 ? c[2] * kn[mk][1] : NEG_INF;
+                        c[3] = v1 ? c[3] * kn[mk][1] : NEG_INF;
+                        tmax[nh][0] = fmaxf(tmax[nh][0], fmaxf(c[0], c[2]));
+                        tmax[nh][1] = fmaxf(tmax[nh][1], fmaxf(c[1], c[3]));
+                    }
                 }
-            // probabilities times value scales, as the B operand (tokens x heads) of O^T
-            u32 pb[NMT][NH][2];
-#pragma unroll
-            for (int mk = 0; mk < NMT; ++mk) {
-                const bool v0 = full || t0 + 16 * mk + g < t_end;
-                const bool v1 = full || t0 + 16 * mk + g + 8 < t_end;
-#pragma unroll
-                for (int nh = 0; nh < NH; ++nh) {
-                    const float* c = sc[mk][nh];
-                    const float p0 = ex2(c[0] - m_run[nh][0]);
-                    const float p1 = ex2(c[1] - m_run[nh][1]);
-                    const float p2 = ex2(c[2] - m_run[nh][0]);
-                    const float p3 = ex2(c[3] - m_run[nh][1]);
-                    l_run[nh][0] = (mk == 0 ? l_run[nh][0] * alpha[nh][0] : l_run[nh][0]) + p0 + p2;
-                    l_run[nh][1] = (mk == 0 ? l_run[nh][1] * alpha[nh][1] : l_run[nh][1]) + p1 + p3;
-                    const float w0 = v0 ? vn[mk][0] : 0.f, w1 = v1 ? vn[mk][1] : 0.f;
-                    pb[mk][nh][0] = transpose8x8(pack_h2(p0 * w0, p1 * w0));
-                    pb[mk][nh][1] = transpose8x8(pack_h2(p2 * w1, p3 * w1));
-                }
-            }
-            if (__any_sync(FULL, rescale)) {
+                float alpha[NH][2];
+                bool rescale = false;
 #pragma unroll
                 for (int nh = 0; nh < NH; ++nh)
 #pragma unroll
-                    for (int mt = 0; mt < NKT; ++mt) {
-                        acc[nh][mt][0] *= alpha[nh][0]; acc[nh][mt][1] *= alpha[nh][1];
-                        acc[nh][mt][2] *= alpha[nh][0]; acc[nh][mt][3] *= alpha[nh][1];
+                    for (int r = 0; r < 2; ++r) {
+                        float m = tmax[nh][r];
+                        m = fmaxf(m, __shfl_xor_sync(FULL, m, 4));
+                        m = fmaxf(m, __shfl_xor_sync(FULL, m, 8));
+                        m = fmaxf(m, __shfl_xor_sync(FULL, m, 16));
+                        const float mn = fmaxf(m_run[nh][r], m);
+                        alpha[nh][r] = ex2(m_run[nh][r] - mn);
+                        rescale |= mn != m_run[nh][r];
+                        m_run[nh][r] = mn;
+                        l_run[nh][r] *= alpha[nh][r];
                     }
-            }
-            // O^T (dims x heads) += Vhat^T (dims x tokens) * P^T (tokens x heads)
+                // probabilities times value scales, as the B operand (tokens x heads) of O^T
+                u32 pb[NMT][NH][2];
 #pragma unroll
-            for (int w = 0; w < NMT; ++w) {
-                u32 vw[4][VW];
+                for (int mk = 0; mk < NMT; ++mk) {
+                    const bool v0 = full || t0 + 16 * mk + g < t_end;
+                    const bool v1 = full || t0 + 16 * mk + g + 8 < t_end;
 #pragma unroll
-                for (int j = 0; j < 4; ++j) lds_chunk<VCH, VAL>(st + voff[w][j], vw[j]);
-#if VB == 4
-                {
-                    // token-pair fields: one lookup per A register, no permutes after it
-                    u32 lo[2][VWD + 1], hi[2][VWD + 1];
+                    for (int nh = 0; nh < NH; ++nh) {
+                        const float* c = sc[mk][nh];
+                        const float p0 = ex2(c[0] - m_run[nh][0]);
+                        const float p1 = ex2(c[1] - m_run[nh][1]);
+                        const float p2 = ex2(c[2] - m_run[nh][0]);
+                        const float p3 = ex2(c[3] - m_run[nh][1]);
+                        l_run[nh][0] = l_run[nh][0] + p0 + p2;
+                        l_run[nh][1] = l_run[nh][1] + p1 + p3;
+                        const float w0 = v0 ? vn[mk][0] : 0.f, w1 = v1 ? vn[mk][1] : 0.f;
+                        pb[mk][nh][0] = transpose8x8(pack_h2(p0 * w0, p1 * w0));
+                        pb[mk][nh][1] = transpose8x8(pack_h2(p2 * w1, p3 * w1));
+                    }
+                }
+                if (__any_sync(FULL, rescale)) {
 #pragma unroll
-                    for (int p = 0; p < 2; ++p)
+                    for (int nh = 0; nh < NH; ++nh)
 #pragma unroll
-                        for (int i = 0; i < VWD; ++i) {
-                            const u32 x = vw[2 * p][i], y = vw[2 * p + 1][i];
-                            lo[p][i] = (x & 0x0f0f0f0fu) | ((y << 4) & 0xf0f0f0f0u);
-                            hi[p][i] = ((x >> 4) & 0x0f0f0f0fu) | (y & 0xf0f0f0f0u);
+                        for (int mt = 0; mt < NKT; ++mt) {
+                            acc[nh][mt][0] *= alpha[nh][0]; acc[nh][mt][1] *= alpha[nh][1];
+                            acc[nh][mt][2] *= alpha[nh][0]; acc[nh][mt][3] *= alpha[nh][1];
                         }
-#pragma unroll
-                    for (int mt = 0; mt < NKT; ++mt) {
-                        const u32 a0 = lds32(vtab + lut_off<8>(lo[0], mt, lane4));
-                        const u32 a1 = lds32(vtab + lut_off<8>(hi[0], mt, lane4));
-                        const u32 a2 = lds32(vtab + lut_off<8>(lo[1], mt, lane4));
-                        const u32 a3 = lds32(vtab + lut_off<8>(hi[1], mt, lane4));
-#pragma unroll
-                        for (int nh = 0; nh < NH; ++nh)
-                            mma16816(acc[nh][mt], a0, a1, a2, a3, pb[w][nh][0], pb[w][nh][1]);
-                    }
                 }
+                // O^T (dims x heads) += Vhat^T (dims x tokens) * P^T (tokens x heads)
+#pragma unroll
+                for (int w = 0; w < NMT; ++w) {
+                    u32 vw[4][VW];
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) lds_chunk<VCH, VAL>(st + voff[w][j], vw[j]);
+#if VB == 4
+                    {
+                        // token-pair fields: one lookup per A register, no permutes after it
+                        u32 lo[2][VWD + 1], hi[2][VWD + 1];
+#pragma unroll
+                        for (int p = 0; p < 2; ++p)
+#pragma unroll
+                            for (int i = 0; i < VWD; ++i) {
+                                const u32 x = vw[2 * p][i], y = vw[2 * p + 1][i];
+                                lo[p][i] = (x & 0x0f0f0f0fu) | ((y << 4) & 0xf0f0f0f0u);
+                                hi[p][i] = ((x >> 4) & 0x0f0f0f0fu) | (y & 0xf0f0f0f0u);
+                            }
+#pragma unroll
+                        for (int mt = 0; mt < NKT; ++mt) {
+                            const u32 a0 = lds32(vtab + lut_off<8>(lo[0], mt, lane4));
+                            const u32 a1 = lds32(vtab + lut_off<8>(hi[0], mt, lane4));
+                            const u32 a2 = lds32(vtab + lut_off<8>(lo[1], mt, lane4));
+                            const u32 a3 = lds32(vtab + lut_off<8>(hi[1], mt, lane4));
+#pragma unroll
+                            for (int nh = 0; nh < NH; ++nh)
+                                mma16816(acc[nh][mt], a0, a1, a2, a3, pb[w][nh][0], pb[w][nh][1]);
+                        }
+                    }
 #else
-                {
+                    {
 #pragma unroll
-                    for (int mt = 0; mt < NKT; ++mt) {
-                        const u32 x0 = lds32(vtab + lut_off<2 * VB>(vw[0], mt, lane4));
-                        const u32 x1 = lds32(vtab + lut_off<2 * VB>(vw[1], mt, lane4));
-                        const u32 x2 = lds32(vtab + lut_off<2 * VB>(vw[2], mt, lane4));
-                        const u32 x3 = lds32(vtab + lut_off<2 * VB>(vw[3], mt, lane4));
-                        const u32 a0 = prmt(x0, x1, 0x5410u), a1 = prmt(x0, x1, 0x7632u);
-                        const u32 a2 = prmt(x2, x3, 0x5410u), a3 = prmt(x2, x3, 0x7632u);
+                        for (int mt = 0; mt < NKT; ++mt) {
+                            const u32 x0 = lds32(vtab + lut_off<2 * VB>(vw[0], mt, lane4));
+                            const u32 x1 = lds32(vtab + lut_off<2 * VB>(vw[1], mt, lane4));
+                            const u32 x2 = lds32(vtab + lut_off<2 * VB>(vw[2], mt, lane4));
+                            const u32 x3 = lds32(vtab + lut_off<2 * VB>(vw[3], mt, lane4));
+                            const u32 a0 = prmt(x0, x1, 0x5410u), a1 = prmt(x0, x1, 0x7632u);
+                            const u32 a2 = prmt(x2, x3, 0x5410u), a3 = prmt(x2, x3, 0x7632u);
 #pragma unroll
-                        for (int nh = 0; nh < NH; ++nh)
-                            mma16816(acc[nh][mt], a0, a1, a2, a3, pb[w][nh][0], pb[w][nh][1]);
+                            for (int nh = 0; nh < NH; ++nh)
+                                mma16816(acc[nh][mt], a0, a1, a2, a3, pb[w][nh][0], pb[w][nh][1]);
+                        }
                     }
-                }
 #endif
-            }
+                }
+            };
+            if (t0 + TT <= t_end) tile(Flag<true>{}); else tile(Flag<false>{});
             __syncwarp();
-            stage = (stage + 1 == NS) ? 0 : stage + 1;
+            st = (st == ring + (NS - 1) * STAGE) ? ring : st + STAGE;
         }
         cp_wait<0>();
 
@@ -814,9 +828,12 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
             __syncthreads();   // slots read: the ring may be refilled
             continue;
         }
-        __threadfence();
-        __syncthreads();   // slots read, partials visible: the ring may be refilled
-        if (threadIdx.x == 0) *flag = atomicAdd(counters + bh, 1) == S - 1;
+        __syncthreads();   // slots read (the ring may be refilled), partials written
+        if (threadIdx.x == 0) {   // publish the block's partials, then learn whether it is last
+            __threadfence();
+            *flag = atomicAdd(counters + bh, 1) == S - 1;
+            __threadfence();
+        }
         __syncthreads();
         if (*flag) {
             // this block completed the pair: merge its S partials (log-sum-exp weights),

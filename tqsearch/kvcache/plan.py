@@ -11,7 +11,7 @@ TILE = 32  # tokens per warp iteration of tq_attend
 # Cost model of the split planner (microseconds); see plan_splits.
 _T_TOKEN_US = 1.65 / (12 * 32)  # one token on one multiprocessor when all of them are busy
 _T_ITEM_US = 8.0         # fixed cost of a work item (query rotation, first tiles, block merge)
-_T_MERGE_US = 1.0        # one round trip of the final merge per 8 splits
+_T_MERGE_US = 1.0        # one round trip of the final merge per 16 splits (MB in the kernel)
 _BW_BYTES_PER_US = 4.0e6  # sustained read bandwidth used to bound large problems
 
 
@@ -43,7 +43,7 @@ def plan_splits(batch: int, kv_heads: int, max_len: int, blocks: int, warps: int
     rounds = -(-items // max(1, blocks))
     per_item = -(-c_tiles // warps) * warps * tile * _T_TOKEN_US + _T_ITEM_US
     nbytes = batch * kv_heads * max_len * bytes_per_token + 2 * items * partial_bytes
-    merge = np.where(s > 1, _T_MERGE_US * -(-s // 8), 0.0)
+    merge = np.where(s > 1, _T_MERGE_US * -(-s // 16), 0.0)
     cost = np.maximum(rounds * per_item, nbytes / _BW_BYTES_PER_US) + merge
     i = int(np.argmin(cost))
     return int(s[i]), int(c_tiles[i]) * tile
