@@ -243,49 +243,74 @@ def scale_lanes(typingctx, tile, factors):
 # all of them, and their compare/select chains are independent.
 _GROUP = 4
 
+# Boundary counts (codebooks of 2, 3 and 4 bits) whose cell search is emitted
+# straight-line, boundaries and centroids held in registers across the rows;
+# other counts loop over the boundaries.
+_UNROLLED_EDGES = (7, 3, 1)
 
-def _emit_grid_rows(builder, t, cells, first, count, factor, edges, mags, n_edges, acc_dot,
-                    acc_sq):
+
+def _edge_steps(builder, edges, mags, count):
+    """Broadcast ``(edges[e], mags[e + 1])`` pairs for a boundary count known here."""
+    return [(_splat(builder, builder.load(builder.gep(edges.data, [_const(e)]))),
+             _splat(builder, builder.load(builder.gep(mags.data, [_const(e + 1)]))))
+            for e in range(count)]
+
+
+def _emit_grid_rows(builder, t, cells, first, count, factor, edges, mags, n_edges, steps,
+                    acc_dot, acc_sq):
     """Cell search for tile rows ``first .. first + count`` (``count`` a Python int).
 
     Boundaries are increasing, so the last one passed names the cell: a select
-    per boundary and row, no branches. Accumulates ``|u| m`` and ``m^2`` into
-    ``acc_dot`` / ``acc_sq``; with ``cells``, stores each row's signed level.
+    per boundary and row, no branches. ``steps`` holds the broadcast boundaries
+    (from :func:`_edge_steps`), or is None to loop over ``n_edges`` of them.
+    Accumulates ``|u| m`` and ``m^2`` into ``acc_dot`` / ``acc_sq``; with
+    ``cells``, stores each row's signed level.
     """
-    ptrs = [_row_pointer(builder, t.data, builder.add(first, ir.Constant(_i64, i)))
+    rows = [_load(builder, _row_pointer(builder, t.data, builder.add(first, _const(i))))
             for i in range(count)]
-    rows = [_load(builder, p) for p in ptrs]
     mags_abs = [_fabs(builder, u) for u in rows]
     scaled = [builder.fmul(a, factor) for a in mags_abs]
     m0 = _splat(builder, builder.load(mags.data))
     zero = ir.Constant(_row, [0.0] * LANES)
-    ms = [cgutils.alloca_once_value(builder, m0) for _ in range(count)]
-    ks = [cgutils.alloca_once_value(builder, zero) for _ in range(count)] if cells else []
-    with cgutils.for_range(builder, n_edges) as loop:
-        edge = _splat(builder, builder.load(builder.gep(edges.data, [loop.index])))
-        nxt = _splat(builder, builder.load(
-            builder.gep(mags.data, [builder.add(loop.index, ir.Constant(_i64, 1))])))
-        for i in range(count):
-            passed = builder.fcmp_ordered(">=", scaled[i], edge)
-            builder.store(builder.select(passed, nxt, builder.load(ms[i])), ms[i])
-            if cells:
-                builder.store(builder.fadd(builder.load(ks[i]), builder.uitofp(passed, _row)),
-                              ks[i])
+    if steps is not None:
+        ms = [m0] * count
+        ks = [zero] * count
+        for e, (edge, nxt) in enumerate(steps):
+            level = ir.Constant(_row, [float(e + 1)] * LANES)
+            for i in range(count):
+                passed = builder.fcmp_ordered(">=", scaled[i], edge)
+                ms[i] = builder.select(passed, nxt, ms[i])
+                if cells:
+                    ks[i] = builder.select(passed, level, ks[i])
+    else:
+        m_slots = [cgutils.alloca_once_value(builder, m0) for _ in range(count)]
+        k_slots = [cgutils.alloca_once_value(builder, zero) for _ in range(count)]
+        with cgutils.for_range(builder, n_edges) as loop:
+            edge = _splat(builder, builder.load(builder.gep(edges.data, [loop.index])))
+            nxt = _splat(builder, builder.load(
+                builder.gep(mags.data, [builder.add(loop.index, _const(1))])))
+            for i in range(count):
+                passed = builder.fcmp_ordered(">=", scaled[i], edge)
+                builder.store(builder.select(passed, nxt, builder.load(m_slots[i])), m_slots[i])
+                if cells:
+                    builder.store(builder.fadd(builder.load(k_slots[i]),
+                                               builder.uitofp(passed, _row)), k_slots[i])
+        ms = [builder.load(slot) for slot in m_slots]
+        ks = [builder.load(slot) for slot in k_slots]
     for i in range(count):
-        m = builder.load(ms[i])
-        builder.store(builder.fadd(builder.load(acc_dot), builder.fmul(mags_abs[i], m)), acc_dot)
-        builder.store(builder.fadd(builder.load(acc_sq), builder.fmul(m, m)), acc_sq)
+        builder.store(builder.fadd(builder.load(acc_dot), builder.fmul(mags_abs[i], ms[i])),
+                      acc_dot)
+        builder.store(builder.fadd(builder.load(acc_sq), builder.fmul(ms[i], ms[i])), acc_sq)
     if cells:
         # signed level: half + k at or above zero, half - 1 - k below
         half = _splat(builder, builder.sitofp(cgutils.unpack_tuple(builder, mags.shape, 1)[0],
                                               _f32))
         below_base = builder.fsub(half, _splat(builder, ir.Constant(_f32, 1.0)))
         for i in range(count):
-            k = builder.load(ks[i])
             level = builder.select(builder.fcmp_ordered(">=", rows[i], zero),
-                                   builder.fadd(half, k), builder.fsub(below_base, k))
+                                   builder.fadd(half, ks[i]), builder.fsub(below_base, ks[i]))
             _store(builder, level, _row_pointer(builder, cells.data,
-                                                builder.add(first, ir.Constant(_i64, i))))
+                                                builder.add(first, _const(i))))
 
 
 def _make_grid_intrinsic(write_cells):
@@ -309,15 +334,30 @@ def _make_grid_intrinsic(write_cells):
             acc_dot = cgutils.alloca_once_value(builder, zero)
             acc_sq = cgutils.alloca_once_value(builder, zero)
             target = ce if write_cells else None
-            group = ir.Constant(_i64, _GROUP)
+            group = _const(_GROUP)
             grouped = builder.sdiv(rows, group)
-            with cgutils.for_range(builder, grouped) as loop:
-                _emit_grid_rows(builder, t, target, builder.mul(loop.index, group), _GROUP,
-                                factor, ed, mg, n_edges, acc_dot, acc_sq)
             done = builder.mul(grouped, group)
-            with cgutils.for_range(builder, builder.sub(rows, done)) as loop:
-                _emit_grid_rows(builder, t, target, builder.add(done, loop.index), 1, factor,
-                                ed, mg, n_edges, acc_dot, acc_sq)
+
+            def emit_rows(steps):
+                with cgutils.for_range(builder, grouped) as loop:
+                    _emit_grid_rows(builder, t, target, builder.mul(loop.index, group), _GROUP,
+                                    factor, ed, mg, n_edges, steps, acc_dot, acc_sq)
+                with cgutils.for_range(builder, builder.sub(rows, done)) as loop:
+                    _emit_grid_rows(builder, t, target, builder.add(done, loop.index), 1,
+                                    factor, ed, mg, n_edges, steps, acc_dot, acc_sq)
+
+            def dispatch(counts):
+                if not counts:
+                    emit_rows(None)
+                    return
+                same = builder.icmp_signed("==", n_edges, _const(counts[0]))
+                with builder.if_else(same) as (unrolled, otherwise):
+                    with unrolled:
+                        emit_rows(_edge_steps(builder, ed, mg, counts[0]))
+                    with otherwise:
+                        dispatch(counts[1:])
+
+            dispatch(_UNROLLED_EDGES)
             _store(builder, builder.load(acc_dot), builder.bitcast(do.data, _row.as_pointer()))
             _store(builder, builder.load(acc_sq), builder.bitcast(sq_.data, _row.as_pointer()))
             return context.get_dummy_value()
