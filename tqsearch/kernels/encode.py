@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
-from .lanes import LANES, centre_rows, grid_cells, grid_fit, scale_lanes
+from .lanes import LANES, add_row, centre_rows, grid_cells, grid_fit, move_row, scale_lanes
 from .rotate import rotate_tile
 
 # Tiles coded per parallel task (scratch is allocated once per task).
@@ -151,52 +151,52 @@ def encode_rows(x, unit_first, shift, pre, matrix, signs, factors, perms, offset
     for group in prange((n_tiles + _TILES_PER_TASK - 1) // _TILES_PER_TASK):
         t0 = np.empty((d, LANES), dtype=np.float32)
         spare0 = np.empty((d, LANES), dtype=np.float32)
+        packed = np.empty((d, LANES), dtype=np.float32)
         cells = np.empty(d, dtype=np.int32)
-        unit_scale = np.empty(LANES, dtype=np.float32)
-        zero_input = np.empty(LANES, dtype=np.bool_)
-        sq = np.empty(LANES, dtype=np.float32)
-        dot = np.empty(LANES, dtype=np.float32)
-        inv = np.empty(LANES, dtype=np.float32)
-        grid = np.empty(LANES, dtype=np.float32)
-        best = np.empty(LANES, dtype=np.float32)
-        best_cos = np.empty(LANES, dtype=np.float32)
+        per_lane = np.empty((_PER_LANE_ROWS, LANES), dtype=np.float32)
         for tile in range(group * _TILES_PER_TASK, min(n_tiles, (group + 1) * _TILES_PER_TASK)):
-            t = t0
-            spare = spare0
-            t[:] = 0.0
-            unit_scale[:] = 1.0
-            zero_input[:] = False
-            best[:] = scales[0]
-            best_cos[:] = -np.inf
+            t0[:] = 0.0
             _encode_tile(x, tile * LANES, unit_first, shift, pre, matrix, signs, factors, perms,
                          offsets, block, edges, mags, bits, scales, codes, norms, dots, residual,
-                         t, spare, cells, unit_scale, zero_input, sq, dot, inv, grid, best,
-                         best_cos)
+                         t0, spare0, packed, cells, per_lane)
+
+
+_NO_SHIFT = np.empty(0, dtype=np.float32)
+
+# Rows of the per-lane scratch of _encode_tile.
+_PER_LANE_ROWS = 8
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def _encode_tile(x, first, unit_first, shift, pre, matrix, signs, factors, perms, offsets, block,
-                 edges, mags, bits, scales, codes, norms, dots, residual, t, spare, cells,
-                 unit_scale, zero_input, sq, dot, inv, grid, best, best_cos):
+                 edges, mags, bits, scales, codes, norms, dots, residual, t, spare, packed, cells,
+                 per_lane):
     """Code rows ``first .. first + LANES`` (fewer at the end) with the given scratch."""
     n, d = x.shape
     half = mags.shape[0]
     centre = shift.shape[0] == d
     want_residual = residual.shape[0] == n
     live = min(LANES, n - first)
+    unit_scale, zero_input, sq, dot, inv, grid, best, best_cos = (
+        per_lane[0], per_lane[1], per_lane[2], per_lane[3], per_lane[4], per_lane[5],
+        per_lane[6], per_lane[7])
+    unit_scale[:] = 1.0
+    zero_input[:] = 0.0
+    best[:] = scales[0]
+    best_cos[:] = -np.inf
 
-    # load (normalised for cosine) and rotate, transposed
+    # load and rotate, transposed; cosine normalises by ||x|| (which the rotation keeps)
     for lane in range(live):
-        i = first + lane
-        if unit_first:
-            acc = np.float32(0.0)
-            for j in range(d):
-                acc += x[i, j] * x[i, j]
-            zero_input[lane] = acc == 0
-            unit_scale[lane] = np.float32(1.0) / np.sqrt(acc) if acc > 0 else 0.0
         for j in range(d):
-            t[j, lane] = x[i, j] * (unit_scale[lane] * pre[j])
+            t[j, lane] = x[first + lane, j] * pre[j]
+    if unit_first:
+        centre_rows(t, _NO_SHIFT, sq)
+        for lane in range(LANES):
+            zero_input[lane] = 1.0 if sq[lane] == 0 else 0.0
+            unit_scale[lane] = np.float32(1.0) / np.sqrt(sq[lane]) if sq[lane] > 0 else 0.0
     t, spare = rotate_tile(t, spare, matrix, signs, factors, perms, offsets, block, False)
+    if unit_first:
+        scale_lanes(t, unit_scale)
 
     # centre and normalise: t holds the unit vectors u
     centre_rows(t, shift, sq)
@@ -204,7 +204,7 @@ def _encode_tile(x, first, unit_first, shift, pre, matrix, signs, factors, perms
         norm = np.sqrt(sq[lane])
         if lane < live:
             # a zero vector has no direction: flagged by a negative norm when centring
-            norms[first + lane] = -norm if zero_input[lane] and centre else norm
+            norms[first + lane] = -norm if zero_input[lane] > 0 and centre else norm
         inv[lane] = np.float32(1.0) / norm if norm > 0 else np.float32(0.0)
     scale_lanes(t, inv)
 
@@ -222,16 +222,29 @@ def _encode_tile(x, first, unit_first, shift, pre, matrix, signs, factors, perms
     # levels of the chosen grid (in spare), residuals, packing
     grid_cells(t, best, edges, mags, dot, sq, spare)
     for lane in range(live):
-        i = first + lane
-        dots[i] = dot[lane]
-        for j in range(d):
-            cells[j] = np.int32(spare[j, lane])
-        if want_residual:
+        dots[first + lane] = dot[lane]
+    if want_residual:
+        for lane in range(live):
             for j in range(d):
-                level = cells[j]
+                level = np.int32(spare[j, lane])
                 c = mags[level - half] if level >= half else -mags[half - 1 - level]
-                residual[i, j] = t[j, lane] - c
-        pack_row(cells, bits, codes[i])
+                residual[first + lane, j] = t[j, lane] - c
+    if bits == 1 or bits == 2 or bits == 4 or bits == 8:
+        # whole coordinates per byte: form the bytes as rows, then store them per vector
+        per = 8 // bits
+        n_bytes = (d + per - 1) // per
+        for q in range(n_bytes):
+            move_row(packed, q, spare, q * per, np.float32(1.0))
+            for sub in range(1, min(per, d - q * per)):
+                add_row(packed, q, spare, q * per + sub, np.float32(1 << (bits * sub)))
+        for lane in range(live):
+            for q in range(n_bytes):
+                codes[first + lane, q] = np.uint8(np.int32(packed[q, lane]))
+    else:
+        for lane in range(live):
+            for j in range(d):
+                cells[j] = np.int32(spare[j, lane])
+            pack_row(cells, bits, codes[first + lane])
 
 
 @njit(parallel=True, cache=True)

@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["LANES", "butterfly2", "butterfly4", "move_row", "matmul_rows", "centre_rows",
+__all__ = ["LANES", "butterfly2", "butterfly4", "move_row", "add_row", "matmul_rows", "centre_rows",
            "scale_lanes", "grid_fit", "grid_cells"]
 
 LANES = 8
@@ -138,6 +138,25 @@ def move_row(typingctx, dst, j, src, k, factor):
         value = _load(builder, _row_pointer(builder, inp, args[3]))
         _store(builder, builder.fmul(value, _splat(builder, args[4])),
                _row_pointer(builder, out, args[1]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def add_row(typingctx, dst, j, src, k, factor):
+    """``dst[j, :] += src[k, :] * factor``."""
+    _check_tile(dst, "add_row", "dst")
+    _check_tile(src, "add_row", "src")
+    sig = types.void(dst, types.intp, src, types.intp, types.float32)
+
+    def codegen(context, builder, signature, args):
+        out = context.make_array(signature.args[0])(context, builder, args[0]).data
+        inp = context.make_array(signature.args[2])(context, builder, args[2]).data
+        target = _row_pointer(builder, out, args[1])
+        value = builder.fmul(_load(builder, _row_pointer(builder, inp, args[3])),
+                             _splat(builder, args[4]))
+        _store(builder, builder.fadd(_load(builder, target), value), target)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -399,6 +418,10 @@ def _move_row_numpy(dst, j, src, k, factor):
     dst[j] = src[k] * np.float32(factor)
 
 
+def _add_row_numpy(dst, j, src, k, factor):
+    dst[j] += src[k] * np.float32(factor)
+
+
 def _matmul_rows_numpy(dst, matrix, src):
     dst[:] = matrix @ src
 
@@ -436,6 +459,7 @@ NUMPY_TWINS = {
     "butterfly2": _butterfly2_numpy,
     "butterfly4": _butterfly4_numpy,
     "move_row": _move_row_numpy,
+    "add_row": _add_row_numpy,
     "matmul_rows": _matmul_rows_numpy,
     "centre_rows": _centre_rows_numpy,
     "scale_lanes": _scale_lanes_numpy,
