@@ -25,13 +25,15 @@ def _run(name_id, tile, other, matrix, vec, edges, mags, dot, sq, cells):
         lanes.scale_lanes(tile, sq)
     elif name_id == 6:
         lanes.grid_fit(tile, sq, edges, mags, dot, sq, cells)
-    else:
+    elif name_id == 7:
         lanes.grid_cells(tile, sq, edges, mags, dot, sq, cells)
+    else:
+        lanes.load_tile(tile, matrix, 2, vec)
 
 
 @pytest.mark.parametrize("name_id, name", list(enumerate(
     ["butterfly2", "butterfly4", "move_row", "matmul_rows", "centre_rows", "scale_lanes",
-     "grid_fit", "grid_cells"])))
+     "grid_fit", "grid_cells", "load_tile"])))
 @pytest.mark.parametrize("rows", [14, 50])
 def test_intrinsics_equal_numpy_twins(name_id, name, rows):
     cb = lloyd_max(rows, 3)
@@ -64,6 +66,8 @@ def test_intrinsics_equal_numpy_twins(name_id, name, rows):
         twin(tile, vec, sq)
     elif name == "scale_lanes":
         twin(tile, sq)
+    elif name == "load_tile":
+        twin(tile, matrix, 2, vec)
     else:
         twin(tile, sq.copy(), edges, mags, dot, sq, cells)
     for g, w in zip(got, want, strict=True):

@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from ..config import FASTMATH
 from .lanes import LANES, add_row, centre_rows, grid_cells, grid_fit, move_row, scale_lanes
-from .rotate import rotate_tile
+from .rotate import load_rows, rotate_tile
 
 # Tiles coded per parallel task (scratch is allocated once per task).
 _TILES_PER_TASK = 16
@@ -186,9 +186,7 @@ def _encode_tile(x, first, unit_first, shift, pre, matrix, signs, factors, perms
     best_cos[:] = -np.inf
 
     # load and rotate, transposed; cosine normalises by ||x|| (which the rotation keeps)
-    for lane in range(live):
-        for j in range(d):
-            t[j, lane] = x[first + lane, j] * pre[j]
+    load_rows(t, x, first, live, pre)
     if unit_first:
         centre_rows(t, _NO_SHIFT, sq)
         for lane in range(LANES):

@@ -25,8 +25,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["LANES", "butterfly2", "butterfly4", "move_row", "add_row", "matmul_rows", "centre_rows",
-           "scale_lanes", "grid_fit", "grid_cells"]
+__all__ = ["LANES", "butterfly2", "butterfly4", "move_row", "add_row", "matmul_rows", "load_tile",
+           "centre_rows", "scale_lanes", "grid_fit", "grid_cells"]
 
 LANES = 8
 
@@ -201,6 +201,72 @@ def matmul_rows(typingctx, dst, matrix, src):
         done = builder.mul(grouped, four)
         with cgutils.for_range(builder, builder.sub(d, done)) as loop:
             emit(builder.add(done, loop.index), 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _transpose(builder, rows):
+    """Transpose ``LANES`` vectors of ``LANES`` floats (LANES = 8) with three shuffle stages.
+
+    Stage ``s`` pairs vectors ``2^s`` apart and interleaves blocks of ``2^s``
+    elements, the classic unpack / shuffle / lane-permute sequence.
+    """
+    n = len(rows)
+    width = 1
+    while width < n:
+        out = list(rows)
+        for base in range(0, n, 2 * width):
+            for i in range(base, base + width):
+                a, b = rows[i], rows[i + width]
+                lo, hi = [], []
+                for block in range(0, n, 2 * width):
+                    lo += list(range(block, block + width))
+                    lo += list(range(n + block, n + block + width))
+                    hi += list(range(block + width, block + 2 * width))
+                    hi += list(range(n + block + width, n + block + 2 * width))
+                mask = ir.VectorType(ir.IntType(32), n)
+                out[i] = builder.shuffle_vector(a, b, ir.Constant(mask, lo))
+                out[i + width] = builder.shuffle_vector(a, b, ir.Constant(mask, hi))
+        rows = out
+        width *= 2
+    return rows
+
+
+@intrinsic
+def load_tile(typingctx, tile, x, first, pre):
+    """``tile[j, l] = x[first + l, j] * pre[j]`` for the first ``8 * (d // 8)`` columns.
+
+    Rows ``first .. first + LANES`` of ``x`` must exist; the last ``d % 8``
+    columns are left to the caller. Blocks of 8 x 8 are loaded as vectors and
+    transposed in registers.
+    """
+    _check_tile(tile, "load_tile")
+    _vector_arg(x, "load_tile", "x", ndim=2)
+    _vector_arg(pre, "load_tile", "pre")
+    if LANES != 8:
+        raise TypingError("load_tile transposes blocks of 8 x 8")
+    sig = types.void(tile, x, types.intp, pre)
+
+    def codegen(context, builder, signature, args):
+        t = _array(context, builder, signature.args[0], args[0])
+        xs = _array(context, builder, signature.args[1], args[1])
+        pr = _array(context, builder, signature.args[3], args[3])
+        d = cgutils.unpack_tuple(builder, xs.shape, 2)[1]
+        chunk = _const(LANES)
+        with cgutils.for_range(builder, builder.sdiv(d, chunk)) as loop:
+            j0 = builder.mul(loop.index, chunk)
+            rows = []
+            for lane in range(LANES):
+                at = builder.add(builder.mul(builder.add(args[2], _const(lane)), d), j0)
+                rows.append(_load(builder, builder.bitcast(builder.gep(xs.data, [at]),
+                                                           _row.as_pointer())))
+            weights = _load(builder, builder.bitcast(builder.gep(pr.data, [j0]),
+                                                     _row.as_pointer()))
+            for c, column in enumerate(_transpose(builder, rows)):
+                weight = builder.extract_element(weights, ir.Constant(ir.IntType(32), c))
+                _store(builder, builder.fmul(column, _splat(builder, weight)),
+                       _row_pointer(builder, t.data, builder.add(j0, _const(c))))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -422,6 +488,11 @@ def _add_row_numpy(dst, j, src, k, factor):
     dst[j] += src[k] * np.float32(factor)
 
 
+def _load_tile_numpy(tile, x, first, pre):
+    cols = 8 * (x.shape[1] // 8)
+    tile[:cols] = (x[first:first + LANES, :cols] * pre[:cols]).T
+
+
 def _matmul_rows_numpy(dst, matrix, src):
     dst[:] = matrix @ src
 
@@ -461,6 +532,7 @@ NUMPY_TWINS = {
     "move_row": _move_row_numpy,
     "add_row": _add_row_numpy,
     "matmul_rows": _matmul_rows_numpy,
+    "load_tile": _load_tile_numpy,
     "centre_rows": _centre_rows_numpy,
     "scale_lanes": _scale_lanes_numpy,
     "grid_fit": _grid_fit_numpy,

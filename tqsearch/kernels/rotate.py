@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
-from .lanes import LANES, butterfly2, butterfly4, matmul_rows, move_row
+from .lanes import LANES, butterfly2, butterfly4, load_tile, matmul_rows, move_row
 
 
 @njit(inline="always")
@@ -73,6 +73,19 @@ def hadamard_inverse_tile(t, spare, signs, perms, offsets, block):
 
 
 @njit(inline="always")
+def load_rows(t, x, first, live, pre):
+    """``t[j, l] = x[first + l, j] * pre[j]`` for the ``live`` rows present."""
+    d = x.shape[1]
+    start = 0
+    if live == LANES:
+        load_tile(t, x, first, pre)
+        start = d - d % LANES
+    for lane in range(live):
+        for j in range(start, d):
+            t[j, lane] = x[first + lane, j] * pre[j]
+
+
+@njit(inline="always")
 def rotate_tile(t, spare, matrix, signs, factors, perms, offsets, block, inverse):
     """Rotate a loaded tile; returns ``(result, scratch)``, the two tiles in some order.
 
@@ -114,9 +127,7 @@ def rotate_rows(x, pre, matrix, signs, factors, perms, offsets, block, inverse, 
         spare = np.empty((d, LANES), dtype=np.float32)
         first = tile * LANES
         live = min(LANES, n - first)
-        for lane in range(live):
-            for j in range(d):
-                t[j, lane] = x[first + lane, j] * pre[j]
+        load_rows(t, x, first, live, pre)
         t, _ = rotate_tile(t, spare, matrix, signs, factors, perms, offsets, block, inverse)
         for lane in range(live):
             for j in range(d):
