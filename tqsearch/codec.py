@@ -62,6 +62,9 @@ ESTIMATORS = ("corrected", "mse")
 SCALE_SEARCH = np.array([0.8, 0.9, 1.0, 1.15, 1.3], dtype=np.float32)
 
 
+_NO_BLOCKS = np.empty((0, 0), dtype=np.uint8)
+
+
 class EncodedBatch:
     """Codes of a batch of vectors, split into the arrays the index stores.
 
@@ -193,18 +196,29 @@ class TurboQuantCodec:
         unit, norms = self.normalize(self._centred(x))
         return self.rotation.apply(unit), norms
 
-    def encode(self, x: np.ndarray) -> EncodedBatch:
-        """Code float32 (n, d) vectors (already validated)."""
+    def encode(self, x: np.ndarray, blocked: np.ndarray | None = None,
+               first_block: int = 0) -> EncodedBatch:
+        """Code float32 (n, d) vectors (already validated).
+
+        With ``blocked`` (the fast-scan layout of an index's store, 1, 2 or 4
+        bits without QJL), the codes are written straight into its blocks
+        ``first_block ..`` and the batch returned has no code bytes.
+        """
         n = x.shape[0]
         # the mean is subtracted after the rotation, as R mean (the rotation is linear)
         shift = (self.rotation.apply(self.mean[None, :])[0] if self.center
                  else np.empty(0, dtype=np.float32))
-        codes = np.empty((n, self.code_bytes), dtype=np.uint8)
+        if blocked is None:
+            codes = np.empty((n, self.code_bytes), dtype=np.uint8)
+            blocked = _NO_BLOCKS
+        else:
+            codes = np.empty((n, 0), dtype=np.uint8)
         norms = np.empty(n, dtype=np.float32)
         dots = np.empty(n, dtype=np.float32)
         residual = np.empty((n, self.d) if self.qjl else (0, 0), dtype=np.float32)
         encode_rows(x, self.metric == "cosine", shift, *self.rotation.kernel_args(), self.edges,
-                    self.magnitudes, self.index_bits, self.scales, codes, norms, dots, residual)
+                    self.magnitudes, self.index_bits, self.scales, codes, blocked, first_block,
+                    norms, dots, residual)
         if self.qjl:
             projected = multiply_rows(residual, self.qjl_matrix)
             pack_signs(projected, codes, self.index_bytes)

@@ -12,6 +12,7 @@ from .codebook import MAX_BITS
 from .codec import ESTIMATORS, METRICS, TurboQuantCodec
 from .config import ADD_CHUNK
 from .kernels.blocked_scan import row_factors, scan_blocked_topk, scan_blocked_topk_serial
+from .kernels.fastscan import BLOCK
 from .kernels.rerank import rerank_exact
 from .kernels.scan import scan_topk
 from .results import FORM_COSINE, FORM_L2, FORM_SIMILARITY, finalize_topk
@@ -179,10 +180,16 @@ class TurboQuantIndex:
             self.train(x)
         start = self.ntotal
         self._store.reserve(start + n)
+        # chunks start on block boundaries of the fast-scan layout, so that they are
+        # coded straight into it (the first one may end at the first boundary)
+        head = -start % BLOCK
+        bounds = [0] + list(range(head if head else ADD_CHUNK, n, ADD_CHUNK)) + [n]
         with _threads(self.n_threads):
-            for lo in range(0, n, ADD_CHUNK):
-                hi = min(n, lo + ADD_CHUNK)
-                batch = self.codec.encode(x[lo:hi])
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+                if lo == hi:
+                    continue
+                blocked, first_block = self._store.block_target(start + lo)
+                batch = self.codec.encode(x[lo:hi], blocked, first_block)
                 raw = None
                 if self.keep_vectors:
                     raw = x[lo:hi]

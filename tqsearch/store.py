@@ -81,12 +81,23 @@ class CodeStore:
             grown[:keep] = arr[:keep]
             self.arrays[name] = grown
 
+    def block_target(self, at: int):
+        """``(blocked codes, first block)`` when vectors from ``at`` can be coded in place.
+
+        That is the fast-scan layout with ``at`` on a block boundary; otherwise
+        ``(None, 0)`` and codes come as rows for :meth:`put` to scatter.
+        """
+        if self.layout == "blocked" and at % fastscan.BLOCK == 0:
+            return self.arrays["codes"], at // fastscan.BLOCK
+        return None, 0
+
     def put(self, at: int, batch: EncodedBatch, raw: np.ndarray | None = None) -> None:
         """Write a batch of codes for vectors ``at .. at + len(batch) - 1`` (space reserved)."""
         n = batch.codes.shape[0]
-        if self.layout == "blocked":
+        coded_in_place = batch.codes.shape[1] == 0  # see block_target
+        if self.layout == "blocked" and not coded_in_place:
             fastscan.scatter_rows(batch.codes, at, self.arrays["codes"])
-        else:
+        elif self.layout == "rows":
             self.arrays["codes"][at:at + n] = batch.codes
         for name in ("norms", "gains"):
             if name in self.arrays:

@@ -13,10 +13,20 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
-from .lanes import LANES, add_row, centre_rows, grid_cells, grid_fit, move_row, scale_lanes
+from .lanes import (
+    LANES,
+    add_row,
+    centre_rows,
+    grid_cells,
+    grid_fit,
+    move_row,
+    scale_lanes,
+    store_block,
+)
 from .rotate import load_rows, rotate_tile
 
-# Tiles coded per parallel task (scratch is allocated once per task).
+# Tiles coded per parallel task (scratch is allocated once per task); whole blocks of
+# the fast-scan layout.
 _TILES_PER_TASK = 16
 
 
@@ -101,7 +111,7 @@ def column_sums(x, unit, out):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def encode_rows(x, unit_first, shift, pre, matrix, signs, factors, perms, offsets, block,
-                edges, mags, bits, scales, codes, norms, dots, residual):
+                edges, mags, bits, scales, codes, blocked, first_block, norms, dots, residual):
     """Normalise, rotate, quantize and pack vectors, ``LANES`` vectors at a time.
 
     Vectors are processed as transposed tiles (see :mod:`.rotate`), so every
@@ -138,7 +148,14 @@ def encode_rows(x, unit_first, shift, pre, matrix, signs, factors, perms, offset
         Bits per coordinate, 1 to 8.
     scales : float32 (S,)
         Candidate rescalings; ``[1.0]`` is the plain Lloyd-Max quantizer.
-    codes : uint8 (n, >= ceil(d * bits / 8)), written (first bytes of each row)
+    codes : uint8 (n, >= ceil(d * bits / 8)) or (n, 0)
+        Packed rows, written (first bytes of each row) unless ``blocked`` is used.
+    blocked : uint8 (nblocks, 16 * M) or (0, 0)
+        When it has rows (1, 2 or 4 bits), the codes go straight into the
+        fast-scan layout of :mod:`.fastscan` instead, ``x[0]`` being the first
+        vector of block ``first_block``; every byte of the blocks covered is
+        written (padding slots get code 0).
+    first_block : int
     norms : float32 (n,), written with ``||y||`` (negated for zero input rows when
         ``unit_first`` and centring: their direction is undefined)
     dots : float32 (n,), written with ``<u, c(u)>``
@@ -147,18 +164,33 @@ def encode_rows(x, unit_first, shift, pre, matrix, signs, factors, perms, offset
     """
     n, d = x.shape
     n_tiles = (n + LANES - 1) // LANES
-    # scratch is allocated once per group of tiles, not per tile
+    to_blocks = blocked.shape[0] > 0
+    nibbles = blocked.shape[1] // 16
+    # scratch is allocated once per group of tiles (whole blocks), not per tile
     for group in prange((n_tiles + _TILES_PER_TASK - 1) // _TILES_PER_TASK):
         t0 = np.empty((d, LANES), dtype=np.float32)
         spare0 = np.empty((d, LANES), dtype=np.float32)
-        packed = np.empty((d, LANES), dtype=np.float32)
+        packed = np.empty((max(d, 1), LANES), dtype=np.float32)
         cells = np.empty(d, dtype=np.int32)
         per_lane = np.empty((_PER_LANE_ROWS, LANES), dtype=np.float32)
+        quarters = np.zeros((_TILES_PER_BLOCK, nibbles, LANES), dtype=np.float32)
         for tile in range(group * _TILES_PER_TASK, min(n_tiles, (group + 1) * _TILES_PER_TASK)):
+            first = tile * LANES
+            live = min(LANES, n - first)
             t0[:] = 0.0
-            _encode_tile(x, tile * LANES, unit_first, shift, pre, matrix, signs, factors, perms,
-                         offsets, block, edges, mags, bits, scales, codes, norms, dots, residual,
-                         t0, spare0, packed, cells, per_lane)
+            levels = _encode_tile(x, first, unit_first, shift, pre, matrix, signs, factors,
+                                  perms, offsets, block, edges, mags, scales, norms, dots,
+                                  residual, t0, spare0, per_lane)
+            if to_blocks:
+                quarter = tile % _TILES_PER_BLOCK
+                _nibble_rows(levels, bits, live, quarters[quarter])
+                if quarter == _TILES_PER_BLOCK - 1 or tile == n_tiles - 1:
+                    for rest in range(quarter + 1, _TILES_PER_BLOCK):
+                        quarters[rest][:] = 0.0
+                    store_block(blocked, first_block + tile // _TILES_PER_BLOCK, quarters[0],
+                                quarters[1], quarters[2], quarters[3])
+            else:
+                _pack_tile(levels, bits, first, live, codes, packed, cells)
 
 
 _NO_SHIFT = np.empty(0, dtype=np.float32)
@@ -166,12 +198,54 @@ _NO_SHIFT = np.empty(0, dtype=np.float32)
 # Rows of the per-lane scratch of _encode_tile.
 _PER_LANE_ROWS = 8
 
+# Tiles per block of the fast-scan layout (32 vectors).
+_TILES_PER_BLOCK = 4
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _nibble_rows(levels, bits, live, out):
+    """Nibbles (float32 (M, LANES)) of a tile of levels at 1, 2 or 4 bits; 0 in empty lanes."""
+    d = levels.shape[0]
+    per = 4 // bits
+    for m in range(out.shape[0]):
+        move_row(out, m, levels, m * per, np.float32(1.0))
+        for sub in range(1, min(per, d - m * per)):
+            add_row(out, m, levels, m * per + sub, np.float32(1 << (bits * sub)))
+    for lane in range(live, LANES):
+        for m in range(out.shape[0]):
+            out[m, lane] = 0.0
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _pack_tile(levels, bits, first, live, codes, packed, cells):
+    """Write the packed rows of a tile's ``live`` vectors into ``codes``."""
+    d = levels.shape[0]
+    if bits == 1 or bits == 2 or bits == 4 or bits == 8:
+        # whole coordinates per byte: form the bytes as rows, then store them per vector
+        per = 8 // bits
+        n_bytes = (d + per - 1) // per
+        for q in range(n_bytes):
+            move_row(packed, q, levels, q * per, np.float32(1.0))
+            for sub in range(1, min(per, d - q * per)):
+                add_row(packed, q, levels, q * per + sub, np.float32(1 << (bits * sub)))
+        for lane in range(live):
+            for q in range(n_bytes):
+                codes[first + lane, q] = np.uint8(np.int32(packed[q, lane]))
+    else:
+        for lane in range(live):
+            for j in range(d):
+                cells[j] = np.int32(levels[j, lane])
+            pack_row(cells, bits, codes[first + lane])
+
 
 @njit(inline="always", fastmath=FASTMATH)
 def _encode_tile(x, first, unit_first, shift, pre, matrix, signs, factors, perms, offsets, block,
-                 edges, mags, bits, scales, codes, norms, dots, residual, t, spare, packed, cells,
-                 per_lane):
-    """Code rows ``first .. first + LANES`` (fewer at the end) with the given scratch."""
+                 edges, mags, scales, norms, dots, residual, t, spare, per_lane):
+    """Code rows ``first .. first + LANES`` (fewer at the end); returns their levels.
+
+    The levels (float32 (d, LANES)) are the signed cell indices, in one of the
+    scratch tiles ``t`` / ``spare``.
+    """
     n, d = x.shape
     half = mags.shape[0]
     centre = shift.shape[0] == d
@@ -227,22 +301,7 @@ def _encode_tile(x, first, unit_first, shift, pre, matrix, signs, factors, perms
                 level = np.int32(spare[j, lane])
                 c = mags[level - half] if level >= half else -mags[half - 1 - level]
                 residual[first + lane, j] = t[j, lane] - c
-    if bits == 1 or bits == 2 or bits == 4 or bits == 8:
-        # whole coordinates per byte: form the bytes as rows, then store them per vector
-        per = 8 // bits
-        n_bytes = (d + per - 1) // per
-        for q in range(n_bytes):
-            move_row(packed, q, spare, q * per, np.float32(1.0))
-            for sub in range(1, min(per, d - q * per)):
-                add_row(packed, q, spare, q * per + sub, np.float32(1 << (bits * sub)))
-        for lane in range(live):
-            for q in range(n_bytes):
-                codes[first + lane, q] = np.uint8(np.int32(packed[q, lane]))
-    else:
-        for lane in range(live):
-            for j in range(d):
-                cells[j] = np.int32(spare[j, lane])
-            pack_row(cells, bits, codes[first + lane])
+    return spare
 
 
 @njit(parallel=True, cache=True)

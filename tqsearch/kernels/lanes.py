@@ -26,7 +26,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 __all__ = ["LANES", "butterfly2", "butterfly4", "move_row", "add_row", "matmul_rows", "load_tile",
-           "centre_rows", "scale_lanes", "grid_fit", "grid_cells"]
+           "store_block", "centre_rows", "scale_lanes", "grid_fit", "grid_cells"]
 
 LANES = 8
 
@@ -273,6 +273,48 @@ def load_tile(typingctx, tile, x, first, pre):
 
 
 @intrinsic
+def store_block(typingctx, blocked, b, n0, n1, n2, n3):
+    """Write block ``b`` of the fast-scan layout from four tiles of nibbles.
+
+    ``n0 .. n3`` (float32 (M, LANES), values 0..15) hold the nibbles of the
+    block's vectors ``8k .. 8k + 7`` for tile ``k``. Byte ``16 m + p`` of the
+    block packs vectors ``r`` and ``r + 16`` with ``p = 2 (r % 8) + (r // 8) % 2``
+    (see :mod:`tqsearch.kernels.fastscan`): tiles 0 and 2 fill the even bytes
+    (low and high nibble), tiles 1 and 3 the odd ones.
+    """
+    for name, ty in (("n0", n0), ("n1", n1), ("n2", n2), ("n3", n3)):
+        _check_tile(ty, "store_block", name)
+    if not (isinstance(blocked, types.Array) and blocked.dtype == types.uint8
+            and blocked.ndim == 2 and blocked.layout == "C"):
+        raise TypingError(f"store_block: blocked must be a C-contiguous 2-D uint8 array, "
+                          f"got {blocked}")
+    if LANES != 8:
+        raise TypingError("store_block interleaves two tiles of 8 lanes into 16 bytes")
+    sig = types.void(blocked, types.intp, n0, n1, n2, n3)
+
+    def codegen(context, builder, signature, args):
+        out = _array(context, builder, signature.args[0], args[0])
+        tiles = [_array(context, builder, signature.args[i], args[i]).data for i in range(2, 6)]
+        width = cgutils.unpack_tuple(builder, out.shape, 2)[1]
+        base = builder.gep(out.data, [builder.mul(args[1], width)])
+        n_nibbles = builder.sdiv(width, _const(16))
+        sixteen = _splat(builder, ir.Constant(_f32, 16.0))
+        bytes8 = ir.VectorType(ir.IntType(8), LANES)
+        interleave = ir.Constant(ir.VectorType(ir.IntType(32), 2 * LANES),
+                                 [i // 2 + LANES * (i % 2) for i in range(2 * LANES)])
+        with cgutils.for_range(builder, n_nibbles) as loop:
+            r0, r1, r2, r3 = (_load(builder, _row_pointer(builder, t, loop.index)) for t in tiles)
+            even = builder.fptoui(builder.fadd(r0, builder.fmul(r2, sixteen)), bytes8)
+            odd = builder.fptoui(builder.fadd(r1, builder.fmul(r3, sixteen)), bytes8)
+            merged = builder.shuffle_vector(even, odd, interleave)
+            target = builder.gep(base, [builder.mul(loop.index, _const(16))])
+            builder.store(merged, builder.bitcast(target, merged.type.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def centre_rows(typingctx, tile, shift, sq):
     """``tile[j, :] -= shift[j]`` (when ``shift`` has a row per tile row), then ``sq[:] =``
     the squared norm of every lane (``sq``: float32 (LANES,))."""
@@ -493,6 +535,12 @@ def _load_tile_numpy(tile, x, first, pre):
     tile[:cols] = (x[first:first + LANES, :cols] * pre[:cols]).T
 
 
+def _store_block_numpy(blocked, b, n0, n1, n2, n3):
+    even = (n0 + 16 * n2).astype(np.uint8)
+    odd = (n1 + 16 * n3).astype(np.uint8)
+    blocked[b] = np.stack([even, odd], axis=-1).reshape(-1)
+
+
 def _matmul_rows_numpy(dst, matrix, src):
     dst[:] = matrix @ src
 
@@ -533,6 +581,7 @@ NUMPY_TWINS = {
     "add_row": _add_row_numpy,
     "matmul_rows": _matmul_rows_numpy,
     "load_tile": _load_tile_numpy,
+    "store_block": _store_block_numpy,
     "centre_rows": _centre_rows_numpy,
     "scale_lanes": _scale_lanes_numpy,
     "grid_fit": _grid_fit_numpy,
