@@ -323,7 +323,7 @@ def test_gpu_attention_matches_numpy_on_same_codes(d, kb, vb, g, qdtype):
     ref.append(k, v, n_valid=lens)
     gc = CupyKVCache.from_numpy(ref)
     want = ref.attention(q)
-    for splits in (None, 1, 7):
+    for splits in (None, 1, 4, 7):
         got = cp.asnumpy(gc.attention(cp.asarray(q.astype(qdtype)), splits=splits))
         assert got.dtype == qdtype
         got = got.astype(np.float32)

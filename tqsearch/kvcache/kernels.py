@@ -423,14 +423,32 @@ __device__ __forceinline__ void issue_tile(u32 st, const TileSrc& src, u32 vdst,
     if (lane < TT / 2) cp_async16(st + NREG + 16 * lane, src.n);
 }
 
-// entry e of a pair table: 32 copies (one per lane) at byte e * LSTRIDE; one load per entry,
-// and each thread starts its row at another 16-byte column so neighbours hit other banks
-__device__ __forceinline__ void fill_table(u8* tab, const u32* __restrict__ lut, int n) {
-    for (int e = threadIdx.x; e < n; e += blockDim.x) {
-        const u32 v = lut[e];
-        const uint4 v4 = make_uint4(v, v, v, v);
+// entry e (value v) of a pair table: 32 copies (one per lane) at byte e * LSTRIDE; each
+// thread starts its row at another 16-byte column so neighbours hit other banks
+__device__ __forceinline__ void fill_entry(u8* tab, int e, u32 v) {
+    const uint4 v4 = make_uint4(v, v, v, v);
 #pragma unroll
-        for (int c = 0; c < 8; ++c) *(uint4*)(tab + e * LSTRIDE + 16 * ((c + e) & 7)) = v4;
+    for (int c = 0; c < 8; ++c) *(uint4*)(tab + e * LSTRIDE + 16 * ((c + e) & 7)) = v4;
+}
+
+// N consecutive floats (N * 4 bytes aligned) from L2, in vector loads
+template <int N>
+__device__ __forceinline__ void ld_part(const float* p, float* x) {
+    if (N % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < N / 4; ++i) {
+            const float4 v = __ldcg((const float4*)p + i);
+            x[4 * i] = v.x; x[4 * i + 1] = v.y; x[4 * i + 2] = v.z; x[4 * i + 3] = v.w;
+        }
+    } else if (N % 2 == 0) {
+#pragma unroll
+        for (int i = 0; i < N / 2; ++i) {
+            const float2 v = __ldcg((const float2*)p + i);
+            x[2 * i] = v.x; x[2 * i + 1] = v.y;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < N; ++i) x[i] = __ldcg(p + i);
     }
 }
 
@@ -452,7 +470,8 @@ __device__ __forceinline__ void write_head(float* x, float l, long long qh, int 
 #define QPW ((8 * NH + NW - 1) / NW)             // query heads rotated per warp
 #define NSUM ((8 * D + NW * 32 - 1) / (NW * 32))  // partial sums per thread in the block merge
 #define SLD (D + 4)   // row stride of a warp's slot: its stores hit 32 banks
-#define MB 16         // splits whose partials the final merge loads together
+#define MB (E >= 8 ? 8 : 16)   // splits whose partials the final merge loads together
+#define FTE ((LENT + NW * 32 - 1) / (NW * 32))   // table entries filled per thread
 
 // grid: persistent, any size; block: NW warps. Dynamic shared memory: LUT_BYTES of tables,
 // per warp NS stages of STAGE bytes, the block's rotated queries (8 * NH * D halves), per
@@ -512,13 +531,36 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
         const u8* vb = vcodes + (long long)bh * cap * VROW;
         const float* ksb = kscale + (long long)bh * cap;
         const float* vsb = vscale + (long long)bh * cap;
-        // start fetching this warp's first tiles, then rotate the queries while they arrive
+        // the small loads the prologue needs (queries, signs, table entries, length) go out
+        // first, ahead of the tile copies that flood the memory system; then this warp's
+        // first tiles; then the queries are rotated and the tables filled while they arrive
+        float qx[QPW][E], sg[E];
+#pragma unroll
+        for (int e = 0; e < E; ++e) sg[e] = ksigns[lane * E + e];
+#pragma unroll
+        for (int u = 0; u < QPW; ++u) {
+            const int j = warp + u * NW;
+#pragma unroll
+            for (int e = 0; e < E; ++e) qx[u][e] = 0.f;
+            if (j < G) {
+                const long long base = ((long long)bh * G + j) * D + lane * E;
+#pragma unroll
+                for (int e = 0; e < E; ++e) qx[u][e] = ldf<QT>(q, base + e);
+            }
+        }
+        u32 kl[FTE], vl[FTE];
+#pragma unroll
+        for (int i = 0; i < FTE; ++i) {
+            const int e = threadIdx.x + i * NW * 32;
+            kl[i] = (!tables && e < KENT) ? klut[e] : 0u;
+            vl[i] = (!tables && KB != VB && e < VENT) ? vlut[e] : 0u;
+        }
+        const int len = lengths[b];
         TileSrc src;
         src.k = kb + (long long)t_first * KROW + 16 * lane;
         src.v = vb + (long long)t_first * VROW + 16 * lane;
         src.n = (lane < TT / 4 ? ksb + 4 * lane : vsb + 4 * (lane - TT / 4)) + t_first;
         // (bounded by the capacity, not the length, so the copies need not wait for its load)
-        const int len = lengths[b];
 #pragma unroll
         for (int p = 0; p < NS - 1; ++p) {
             if (t_first + p * STEP < min(t_begin + C, cap))
@@ -528,23 +570,18 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
         }
         const int t_end = min(t_begin + C, len);
         // rotate and pre-scale the query heads once per block (warp w: heads w, w + NW, ...);
-        // on the first item the tables are filled while the loads are in flight
-        float qx[QPW][E];
+        // on the first item the tables are filled while the copies are in flight
 #pragma unroll
-        for (int u = 0; u < QPW; ++u) {
-            const int j = warp + u * NW;
+        for (int u = 0; u < QPW; ++u)
 #pragma unroll
-            for (int e = 0; e < E; ++e) qx[u][e] = 0.f;
-            if (j < G) {
-                const long long base = ((long long)bh * G + j) * D + lane * E;
-#pragma unroll
-                for (int e = 0; e < E; ++e)
-                    qx[u][e] = ldf<QT>(q, base + e) * ksigns[lane * E + e];
-            }
-        }
+            for (int e = 0; e < E; ++e) qx[u][e] *= sg[e];
         if (!tables) {
-            fill_table(smem, klut, KENT);
-            if (KB != VB) fill_table(smem + VTAB_OFF, vlut, VENT);
+#pragma unroll
+            for (int i = 0; i < FTE; ++i) {
+                const int e = threadIdx.x + i * NW * 32;
+                if (e < KENT) fill_entry(smem, e, kl[i]);
+                if (KB != VB && e < VENT) fill_entry(smem + VTAB_OFF, e, vl[i]);
+            }
             tables = true;
         }
 #pragma unroll
@@ -830,9 +867,12 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
         }
         __syncthreads();   // slots read (the ring may be refilled), partials written
         if (threadIdx.x == 0) {   // publish the block's partials, then learn whether it is last
-            __threadfence();
-            *flag = atomicAdd(counters + bh, 1) == S - 1;
-            __threadfence();
+            // release the block's partials (ordered before by the barrier) and acquire the
+            // others' in one atomic
+            int old;
+            asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;"
+                         : "=r"(old) : "l"(counters + bh) : "memory");
+            *flag = old == S - 1;
         }
         __syncthreads();
         if (*flag) {
@@ -848,13 +888,17 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
                     float m[MB], lv[MB], a[MB][E];
 #pragma unroll
                     for (int u = 0; u < MB; ++u) {
-                        const bool ok = s0 + u < S;
-                        const long long it = ((long long)bh * S + (ok ? s0 + u : 0)) * G + j;
-                        m[u] = ok ? __ldcg(part_ml + 2 * it) : NEG_INF;
-                        lv[u] = __ldcg(part_ml + 2 * it + 1);
+                        m[u] = NEG_INF;
+                        lv[u] = 0.f;
 #pragma unroll
-                        for (int e = 0; e < E; ++e)
-                            a[u][e] = __ldcg(part_acc + it * D + lane * E + e);
+                        for (int e = 0; e < E; ++e) a[u][e] = 0.f;
+                        if (s0 + u < S) {   // (loads of absent splits would cost L2 bandwidth)
+                            const long long it = ((long long)bh * S + s0 + u) * G + j;
+                            const float2 ml = __ldcg((const float2*)(part_ml + 2 * it));
+                            m[u] = ml.x;
+                            lv[u] = ml.y;
+                            ld_part<E>(part_acc + it * D + lane * E, a[u]);
+                        }
                     }
                     float mb = mx;
 #pragma unroll
