@@ -357,3 +357,39 @@ def test_gpu_decode_loop_grows_and_tracks_numpy():
     want = NumpyKVCache.attention(gc.to_numpy(), q)
     assert np.abs(got - want).max() < 5e-3 * np.abs(want).max()
     assert np.mean(_cos(got, ref.attention(q))) > 0.999
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_back_to_back_calls_match_plain_launches():
+    # calls queued back to back (programmatic dependent launches where the device has them:
+    # each call reuses the partials and counters the previous one wrote) give the results
+    # of calls launched the ordinary way, one at a time
+    import cupy as cp
+
+    from tqsearch.kvcache import CupyKVCache, cupy_cache
+
+    b, h, d, g = 3, 2, 128, 8
+    lens = [2900, 700, 1500]
+    q, k, v = _peaked_inputs(RNG, b, h, max(lens), d, g, sharp=1.0)
+    ref = NumpyKVCache(b, h, d, 4, 4, seed=5)
+    ref.append(k, v, n_valid=lens)
+    caches = [CupyKVCache.from_numpy(ref) for _ in range(2)]
+    qs = [cp.asarray((q * (1.0 + 0.5 * i)).astype(np.float16)) for i in range(4)]
+    splits = (None, 5, 1, 9)
+    pdl = cupy_cache._PDL
+    try:
+        cupy_cache._PDL = False
+        want = []
+        for i, qq in enumerate(qs):
+            w = caches[i % 2].attention(qq, splits=splits[i])
+            want.append(cp.asnumpy(w).astype(np.float32))
+            cp.cuda.Device().synchronize()
+        cupy_cache._PDL = pdl
+        for _ in range(3):
+            outs = [caches[i % 2].attention(qq, splits=splits[i]) for i, qq in enumerate(qs)]
+            for o, w in zip(outs, want, strict=True):
+                o = cp.asnumpy(o).astype(np.float32)
+                assert np.abs(o - w).max() <= 1e-3 * np.abs(w).max()
+    finally:
+        cupy_cache._PDL = pdl

@@ -4,6 +4,8 @@ Usage::
 
     python bench/kvcache/profile_attend.py --shapes 16x8192 1x131072 \
         --variants 12,32,2,1 16,32,2,1 --splits 0 8 32   # warps,tile,stages,wide; 0 = planned
+    python bench/kvcache/profile_attend.py --shapes 4x32768 --variants 12,32,2,1,0 12,32,2,1,1
+        # fifth field: programmatic dependent launch off (0) or on (1, the default)
     python bench/kvcache/profile_attend.py --shapes 16x32768 --once   # for a profiler
 """
 
@@ -44,8 +46,16 @@ def main(argv=None):
     ap.add_argument("--splits", nargs="*", type=int, default=[0], help="0: the planned count")
     ap.add_argument("--bw", type=float, default=4.58e12, help="read bandwidth, bytes/s")
     ap.add_argument("--once", action="store_true", help="three plain calls (for a profiler)")
+    ap.add_argument("--stream", action="store_true", help="run on a new non-blocking stream")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.stream:
+        with cp.cuda.Stream(non_blocking=True):
+            return _run(args)
+    return _run(args)
+
+
+def _run(args):
     kb, vb = map(int, args.bits.split(","))
     h, d, g = 8, 128, 8
     res = []
@@ -63,9 +73,10 @@ def main(argv=None):
         reps = max(1, min(16, -(-4 * (60 << 20) // nbytes)))
         caches = [cache] + [_clone_cache(cache) for _ in range(reps - 1)]
         for var in args.variants:
-            nw, tt, ns, wide = map(int, var.split(","))
+            nw, tt, ns, wide, pdl = (list(map(int, var.split(","))) + [1])[:5]
             cupy_cache._WARPS, cupy_cache._TILE = nw, tt
             cupy_cache._STAGES, cupy_cache._WIDE = ns, bool(wide)
+            cupy_cache._PDL = bool(pdl)
             for c in caches:
                 c._occ = {}
             try:
@@ -84,10 +95,12 @@ def main(argv=None):
                 us = gpu_time(call, 10, 3, nbytes / args.bw * 1e6)
                 frac = nbytes / (us * 1e-6) / args.bw
                 print(f"B={b} ctx={t} bits={kb}/{vb} warps={nw} tile={tt} stages={ns} "
-                      f"wide={wide} splits={s or planned}{'' if s else ' (planned)'}: "
+                      f"wide={wide} pdl={pdl} splits={s or planned}"
+                      f"{'' if s else ' (planned)'}{' stream' if args.stream else ''}: "
                       f"{us:.1f} us  {frac:.3f} of read bw  blocks/SM={blocks // 132}",
                       flush=True)
-                res.append({"warps": nw, "tile": tt, "stages": ns, "wide": wide, "batch": b,
+                res.append({"warps": nw, "tile": tt, "stages": ns, "wide": wide, "pdl": pdl,
+                            "stream": args.stream, "batch": b,
                             "context": t, "key_bits": kb, "value_bits": vb,
                             "splits": s or planned, "us": us, "bw_frac": frac})
         caches = cache = None

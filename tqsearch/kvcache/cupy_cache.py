@@ -16,6 +16,7 @@ The bytes are those of :class:`~tqsearch.kvcache.reference.NumpyKVCache`.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 
@@ -41,6 +42,7 @@ _WARPS = 12              # warps per block in tq_attend
 _STAGES = 2              # tiles in each warp's cp.async ring
 _WIDE = True             # 256-byte lookup-table rows for 4/4 bits (one byte permute per lookup)
 _SMEM_LIMIT = 227 * 1024
+_PDL = True              # launch tq_attend as a programmatic dependent (compute capability >= 9)
 _LOG2E = 1.4426950408889634
 
 @functools.cache
@@ -51,7 +53,70 @@ def _device_probe(device_id: int) -> dict:
         if float((x * 2).sum()) != 12.0:
             raise RuntimeError(f"CUDA device {device_id} returned a wrong result")
         props = cp.cuda.runtime.getDeviceProperties(device_id)
-    return {"sms": int(props["multiProcessorCount"]), "name": props["name"].decode()}
+    return {"sms": int(props["multiProcessorCount"]), "name": props["name"].decode(),
+            "cc": (int(props["major"]), int(props["minor"]))}
+
+
+class _LaunchAttr(ctypes.Structure):   # CUlaunchAttribute
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4),
+                ("value", ctypes.c_int * 16)]   # CUlaunchAttributeValue (a 64-byte union)
+
+
+class _LaunchConfig(ctypes.Structure):   # CUlaunchConfig
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3),
+                ("shared_mem", ctypes.c_uint), ("stream", ctypes.c_void_p),
+                ("attrs", ctypes.POINTER(_LaunchAttr)), ("num_attrs", ctypes.c_uint)]
+
+
+_ATTR_PROGRAMMATIC_STREAM_SERIALIZATION = 6
+
+
+@functools.cache
+def _launch_ex():
+    """The driver's ``cuLaunchKernelEx`` (ctypes), or None where it cannot be found."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+            fn = lib.cuLaunchKernelEx
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p,
+                       ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
+        return fn
+    return None
+
+
+def _launch_pdl(fn, grid: int, block: int, smem: int, args) -> None:
+    """Launch ``fn`` on the current stream allowing programmatic stream serialization.
+
+    The kernel may then start while the previous kernel of the stream ends; it
+    must execute ``griddepcontrol.wait`` before touching what that kernel writes.
+    """
+    vals = []
+    for a in args:
+        if isinstance(a, cp.ndarray):
+            vals.append(ctypes.c_void_p(a.data.ptr))
+        elif isinstance(a, np.int32):
+            vals.append(ctypes.c_int32(int(a)))
+        elif isinstance(a, np.float32):
+            vals.append(ctypes.c_float(float(a)))
+        else:
+            raise TypeError(f"unsupported kernel argument {type(a)}")
+    params = (ctypes.c_void_p * len(vals))(*[ctypes.addressof(v) for v in vals])
+    attr = _LaunchAttr()
+    attr.id = _ATTR_PROGRAMMATIC_STREAM_SERIALIZATION
+    attr.value[0] = 1
+    cfg = _LaunchConfig()
+    cfg.grid[:] = (grid, 1, 1)
+    cfg.block[:] = (block, 1, 1)
+    cfg.shared_mem = smem
+    cfg.stream = cp.cuda.get_current_stream().ptr
+    cfg.attrs = ctypes.pointer(attr)
+    cfg.num_attrs = 1
+    rc = _launch_ex()(ctypes.byref(cfg), fn.kernel.ptr, params, None)
+    if rc != 0:
+        raise RuntimeError(f"cuLaunchKernelEx failed (CUresult {rc})")
 
 
 @functools.cache
@@ -220,11 +285,15 @@ class CupyKVCache:
                 return warps, _TILE, _STAGES, _WIDE, smem
             warps //= 2
 
+    def _pdl(self) -> bool:
+        """Whether tq_attend is launched as a programmatic dependent."""
+        return bool(_PDL) and self._props["cc"] >= (9, 0) and _launch_ex() is not None
+
     def _attend_fn(self, group: int, qt: int):
         lay = self.layout
         warps, tile, stages, wide, smem = self._attend_config(group)
         fn = _module("attend", self.head_dim, lay.key_bits, lay.value_bits, group, qt,
-                     warps, tile, stages, wide)
+                     warps, tile, stages, wide, self._pdl())
         if smem > 48 * 1024 and fn.max_dynamic_shared_size_bytes < smem:
             fn.max_dynamic_shared_size_bytes = smem
         return fn, smem, warps
@@ -294,15 +363,16 @@ class CupyKVCache:
         part_acc = self._part[: items * group * d]
         part_ml = self._part[items * group * d: need]
         out = cp.empty(q.shape, dtype=q.dtype)
-        fn(
-            (max(1, min(blocks, items)),), (warps * 32,),
-            (q, self.key_codes, self.key_scale, self.value_codes, self.value_scale,
-             self._lengths_d, np.int32(self.batch), np.int32(self.kv_heads),
-             np.int32(self.capacity), np.int32(s), np.int32(c), qscale,
-             self._ksigns, self._vsigns, self._klut, self._vlut, part_acc, part_ml,
-             self._done, out),
-            shared_mem=smem,
-        )
+        args = (q, self.key_codes, self.key_scale, self.value_codes, self.value_scale,
+                self._lengths_d, np.int32(self.batch), np.int32(self.kv_heads),
+                np.int32(self.capacity), np.int32(s), np.int32(c), qscale,
+                self._ksigns, self._vsigns, self._klut, self._vlut, part_acc, part_ml,
+                self._done, out)
+        grid = max(1, min(blocks, items))
+        if self._pdl():
+            _launch_pdl(fn, grid, warps * 32, smem, args)
+        else:
+            fn((grid,), (warps * 32,), args, shared_mem=smem)
         return out
 
     # transfer --------------------------------------------------------------

@@ -41,6 +41,12 @@ Two kernels, each specialised at compile time by ``#define`` lines:
     the block that finishes the last item of a (batch, kv head) (an atomic
     counter) merges the partials. The output is un-rotated with one
     Walsh-Hadamard transform per head and written in the query's dtype.
+
+    Built with ``PDL`` (compute capability 9.0+), the kernel is launched as a
+    programmatic dependent of the previous kernel in the stream: its blocks
+    fill the lookup tables while that kernel's last blocks finish, wait for it
+    (``griddepcontrol.wait``) before any other global access, then release the
+    next launch, so launch latency overlaps the previous call's tail.
 """
 
 from __future__ import annotations
@@ -520,6 +526,30 @@ extern "C" __global__ void __launch_bounds__(NW * 32) tq_attend(
     const int n_items = B * H * S;
     const int STEP = NW * TT;
     bool tables = false;
+#if PDL
+    // launched as a programmatic dependent of the previous kernel in the stream: fill the
+    // tables (written when the cache was made) while that kernel finishes, then wait for it
+    // (its results, the counters it reset) before any other global access, and let the next
+    // launch begin (its blocks take the multiprocessors as this grid's blocks leave)
+    {
+        u32 kl[FTE], vl[FTE];
+#pragma unroll
+        for (int i = 0; i < FTE; ++i) {
+            const int e = threadIdx.x + i * NW * 32;
+            kl[i] = e < KENT ? klut[e] : 0u;
+            vl[i] = (KB != VB && e < VENT) ? vlut[e] : 0u;
+        }
+#pragma unroll
+        for (int i = 0; i < FTE; ++i) {
+            const int e = threadIdx.x + i * NW * 32;
+            if (e < KENT) fill_entry(smem, e, kl[i]);
+            if (KB != VB && e < VENT) fill_entry(smem + VTAB_OFF, e, vl[i]);
+        }
+        tables = true;
+    }
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
 
     for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
         const int s = item % S;
@@ -957,17 +987,23 @@ def attend_smem(d: int, key_bits: int, value_bits: int, group: int, warps: int, 
 
 
 def attend_source(d: int, key_bits: int, value_bits: int, group: int, qt: int,
-                  warps: int, tile: int, stages: int, wide: bool = True) -> str:
+                  warps: int, tile: int, stages: int, wide: bool = True,
+                  pdl: bool = False) -> str:
     """Source of ``tq_attend`` for one geometry, query group size and dtype.
 
     ``warps`` per block, ``tile`` tokens per warp iteration (16, 32 or 64),
     ``stages`` tiles in each warp's ``cp.async`` ring (2 or more); ``wide``
     spaces the 4/4-bit lookup table entries 256 bytes apart so one byte
-    permute forms a lookup address (64 KiB of tables instead of 32).
+    permute forms a lookup address (64 KiB of tables instead of 32). ``pdl``
+    (compute capability 9.0 or newer) builds the kernel for programmatic
+    dependent launch: the lookup tables are filled before
+    ``griddepcontrol.wait`` (so while the previous kernel of the stream
+    finishes), every other global access comes after it, and the next launch
+    is released right after it.
     """
     head = _defines(
         D=d, KB=key_bits, VB=value_bits, G=group, QT=qt, NW=warps, TT=tile, NS=stages,
-        WIDE=int(bool(wide)), RSQ=_rsq(d),
+        WIDE=int(bool(wide)), RSQ=_rsq(d), PDL=int(bool(pdl)),
         KAL=chunk_align(d * key_bits // 32), VAL=chunk_align(d * value_bits // 64),
     )
     return head + _COMMON + _ATTEND
