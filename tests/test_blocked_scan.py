@@ -151,3 +151,26 @@ def test_portable_variant_equals_float_scan():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("tile_blocks", [1, 3])
+def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks):
+    # 37 queries: two full groups and a partial one with a single query left
+    # over; tiles of 1 and 3 blocks over 300 vectors (10 blocks, a ragged last tile).
+    from tqsearch.kernels.blocked_scan import GROUP_QUERIES, scan_blocked_topk
+
+    x, q = data(300, 24, 2 * GROUP_QUERIES + 5, seed=11)
+    index = tqsearch.TurboQuantIndex(24, 2, metric="l2")
+    index.add(x)
+    codec, store = index.codec, index._store
+    y, _, _ = codec.prepare_queries(q)
+    k = 7
+    for start, stop in [(0, 300), (37, 251)]:
+        out_s = np.empty((len(q), 1, k), dtype=np.float32)
+        out_i = np.empty((len(q), 1, k), dtype=np.int64)
+        fa, fc, fc_max = index._filter_factors()
+        scan_blocked_topk(store.codes, start, stop, fa, fc, fc_max, store.field("norms"),
+                          store.field("gains"), y, codec.centroids, codec.index_bits,
+                          codec.mode, codec.distance_form, 1, True, tile_blocks, out_s, out_i)
+        got = finalize_topk(out_s.reshape(len(q), -1), out_i.reshape(len(q), -1), k)
+        assert_same(got, float_reference(index, q, k, start, stop))

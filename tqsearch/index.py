@@ -11,7 +11,12 @@ import numpy as np
 from .codebook import MAX_BITS
 from .codec import ESTIMATORS, METRICS, TurboQuantCodec
 from .config import ADD_CHUNK
-from .kernels.blocked_scan import row_factors, scan_blocked_topk, scan_blocked_topk_serial
+from .kernels.blocked_scan import (
+    row_factors,
+    scan_blocked_topk,
+    scan_blocked_topk_serial,
+    tile_blocks_for,
+)
 from .kernels.fastscan import BLOCK
 from .kernels.rerank import rerank_exact
 from .kernels.scan import scan_topk
@@ -333,10 +338,11 @@ class TurboQuantIndex:
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
         if stop > start and store.layout == "blocked":
             fa, fc, fc_max = self._filter_factors()
-            pair = nq >= 2 * threads
+            grouped = nq >= 2 * threads
             args = (store.codes, start, stop, fa, fc, fc_max, store.field("norms"),
                     store.field("gains"), y, codec.centroids, codec.index_bits, codec.mode,
-                    codec.distance_form, n_chunks, pair, out_s, out_i)
+                    codec.distance_form, n_chunks, grouped, tile_blocks_for(store.codes),
+                    out_s, out_i)
             if threads == 1 or nq * n_chunks == 1:
                 scan_blocked_topk_serial(*args)  # no thread-pool launch for one task
             else:

@@ -22,8 +22,11 @@ float32 arithmetic differs from the exact score's, so the threshold it tests
 against is lowered by a relative margin (:func:`_lowered`) far above the
 rounding error.
 
-Batches score two queries per pass over a block (shared code loads and
-nibble splits), each with its own table, threshold and heap.
+Batches go in groups of queries that scan the codes a cache-sized tile of
+blocks at a time, so that codes are read from memory once per group rather
+than once per query; within a tile, two queries share each pass over a block
+(shared code loads and nibble splits), each with its own table, threshold and
+heap.
 """
 
 from __future__ import annotations
@@ -44,13 +47,18 @@ from .fastscan import (
 from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine
 from .topk import heap_init, heap_push
 
-__all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "row_factors",
+__all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "row_factors", "tile_blocks_for",
            "MODE_CORRECTED", "GAIN_ONE"]
 
 # Relative margin of the filter's threshold: covers the float32 rounding of
 # ``fa * x - fc`` against the exact score's own order of operations (a few ulps
 # of ``|score| + norm^2``, i.e. ~1e-7 relative), with a wide safety factor.
 MARGIN = 1e-5
+
+# Queries per task of a batch, and bytes of codes per tile they scan together:
+# a tile stays in the core's L2 cache while every query of the group reads it.
+GROUP_QUERIES = 16
+TILE_BYTES = 256 * 1024
 
 
 def row_factors(norms, gains, n, mode, distance_form):
@@ -166,62 +174,70 @@ def _take(blocked, M, base, mask, luts, q, norms, gains, mode, distance_form, fc
     params[3 * q + 2] = _lowered(threshold, fc_max)
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _scan_one(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y, centroids,
-              bits, mode, distance_form, heap_s, heap_i):
-    """One query against blocks ``b0 .. b1 - 1`` (vectors outside ``[start, stop)`` skipped)."""
-    M = blocked.shape[1] // 16
-    heap_init(heap_s, heap_i)
-    luts = np.empty((1, M, 16), dtype=np.float32)
-    luts_u8 = np.empty((1, M, 16), dtype=np.uint8)
-    params = np.empty(3, dtype=np.float32)
-    group = _prepare(y, centroids, bits, luts, luts_u8, 0, params)
-    params[2] = _lowered(heap_s[0], fc_max)
-    for b in range(b0, b1):
-        mask = scan_block_filter(blocked, b, M, luts_u8, 0, fa, fc, params, group)
-        if mask == 0:
-            continue
-        base = b * BLOCK
-        mask &= _range_mask(base, start, stop)
-        if mask != 0:
-            _take(blocked, M, base, mask, luts, 0, norms, gains, mode, distance_form, fc_max,
-                  params, heap_s, heap_i)
+def tile_blocks_for(blocked):
+    """Blocks per tile: about ``TILE_BYTES`` of codes."""
+    return max(1, TILE_BYTES // max(1, blocked.shape[1]))
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _scan_two(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y0, y1,
-              centroids, bits, mode, distance_form, heap_s0, heap_i0, heap_s1, heap_i1):
-    """Two queries against blocks ``b0 .. b1 - 1``, both tables in one pass per block."""
+def _scan_group(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y, q0, n_queries,
+                centroids, bits, mode, distance_form, out_score, out_label, c, tile_blocks):
+    """Queries ``q0 .. q0 + n_queries - 1`` against blocks ``b0 .. b1 - 1``.
+
+    Blocks are taken ``tile_blocks`` at a time and every query of the group
+    scans a tile before the next is read: the tile's codes come from cache
+    for all but the first query. Within a tile queries go in pairs, both
+    tables applied in one pass over each block (shared code loads and nibble
+    splits). Vectors outside ``[start, stop)`` are skipped; the heaps are
+    ``out_score[q, c]`` / ``out_label[q, c]``.
+    """
     M = blocked.shape[1] // 16
-    heap_init(heap_s0, heap_i0)
-    heap_init(heap_s1, heap_i1)
-    luts = np.empty((2, M, 16), dtype=np.float32)
-    luts_u8 = np.empty((2, M, 16), dtype=np.uint8)
-    params = np.empty(6, dtype=np.float32)
-    group = min(_prepare(y0, centroids, bits, luts, luts_u8, 0, params),
-                _prepare(y1, centroids, bits, luts, luts_u8, 1, params))
-    params[2] = _lowered(heap_s0[0], fc_max)
-    params[5] = _lowered(heap_s1[0], fc_max)
+    luts = np.empty((n_queries, M, 16), dtype=np.float32)
+    luts_u8 = np.empty((n_queries, M, 16), dtype=np.uint8)
+    params = np.empty(3 * n_queries, dtype=np.float32)
+    groups = np.empty(n_queries, dtype=np.int64)
+    for g in range(n_queries):
+        heap_init(out_score[q0 + g, c], out_label[q0 + g, c])
+        groups[g] = _prepare(y[q0 + g], centroids, bits, luts, luts_u8, g, params)
+        params[3 * g + 2] = _lowered(out_score[q0 + g, c, 0], fc_max)
     low = np.int64(0xFFFFFFFF)
-    for b in range(b0, b1):
-        mask = scan_block_filter2(blocked, b, M, luts_u8, 0, fa, fc, params, group)
-        if mask == 0:
-            continue
-        base = b * BLOCK
-        rows = _range_mask(base, start, stop)
-        m0 = mask & low & rows
-        m1 = (mask >> 32) & low & rows
-        if m0 != 0:
-            _take(blocked, M, base, m0, luts, 0, norms, gains, mode, distance_form, fc_max,
-                  params, heap_s0, heap_i0)
-        if m1 != 0:
-            _take(blocked, M, base, m1, luts, 1, norms, gains, mode, distance_form, fc_max,
-                  params, heap_s1, heap_i1)
+    for t0 in range(b0, b1, tile_blocks):
+        t1 = min(b1, t0 + tile_blocks)
+        g = 0
+        while g + 1 < n_queries:
+            group = min(groups[g], groups[g + 1])
+            for b in range(t0, t1):
+                mask = scan_block_filter2(blocked, b, M, luts_u8, g, fa, fc, params, group)
+                if mask == 0:
+                    continue
+                base = b * BLOCK
+                rows = _range_mask(base, start, stop)
+                m0 = mask & low & rows
+                m1 = (mask >> 32) & low & rows
+                if m0 != 0:
+                    _take(blocked, M, base, m0, luts, g, norms, gains, mode, distance_form,
+                          fc_max, params, out_score[q0 + g, c], out_label[q0 + g, c])
+                if m1 != 0:
+                    _take(blocked, M, base, m1, luts, g + 1, norms, gains, mode,
+                          distance_form, fc_max, params, out_score[q0 + g + 1, c],
+                          out_label[q0 + g + 1, c])
+            g += 2
+        if g < n_queries:
+            for b in range(t0, t1):
+                mask = scan_block_filter(blocked, b, M, luts_u8, g, fa, fc, params, groups[g])
+                if mask == 0:
+                    continue
+                base = b * BLOCK
+                mask &= _range_mask(base, start, stop)
+                if mask != 0:
+                    _take(blocked, M, base, mask, luts, g, norms, gains, mode, distance_form,
+                          fc_max, params, out_score[q0 + g, c], out_label[q0 + g, c])
 
 
 @njit(parallel=True, cache=True)
 def scan_blocked_topk(blocked, start, stop, fa, fc, fc_max, norms, gains, y, centroids, bits,
-                      mode, distance_form, n_chunks, pair, out_score, out_label):
+                      mode, distance_form, n_chunks, grouped, tile_blocks, out_score,
+                      out_label):
     """Best ``k`` codes of rows ``start .. stop - 1`` for every query.
 
     Parameters
@@ -246,28 +262,28 @@ def scan_blocked_topk(blocked, start, stop, fa, fc, fc_max, norms, gains, y, cen
     distance_form : bool
     n_chunks : int
         Ranges per query scanned in parallel.
-    pair : bool
-        Scan queries two at a time (one pass over each block for both).
+    grouped : bool
+        Scan queries ``GROUP_QUERIES`` at a time (see :func:`_scan_group`);
+        otherwise one query per task.
+    tile_blocks : int
+        Blocks per tile the queries of a group scan together (see
+        :func:`tile_blocks_for`).
     out_score, out_label : float32 / int64 (nq, n_chunks, k), written
     """
     nq = y.shape[0]
     first_block = start // BLOCK
     last_block = (stop + BLOCK - 1) // BLOCK
     per_chunk = (last_block - first_block + n_chunks - 1) // n_chunks
-    per_task = 2 if pair else 1
+    per_task = GROUP_QUERIES if grouped else 1
     n_groups = (nq + per_task - 1) // per_task
     for task in prange(n_groups * n_chunks):
-        q = (task // n_chunks) * per_task
+        q0 = (task // n_chunks) * per_task
         c = task % n_chunks
         b0 = first_block + c * per_chunk
         b1 = min(last_block, b0 + per_chunk)
-        if pair and q + 1 < nq:
-            _scan_two(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y[q],
-                      y[q + 1], centroids, bits, mode, distance_form, out_score[q, c],
-                      out_label[q, c], out_score[q + 1, c], out_label[q + 1, c])
-        else:
-            _scan_one(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y[q],
-                      centroids, bits, mode, distance_form, out_score[q, c], out_label[q, c])
+        _scan_group(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y, q0,
+                    min(per_task, nq - q0), centroids, bits, mode, distance_form, out_score,
+                    out_label, c, tile_blocks)
 
 
 #: :func:`scan_blocked_topk` compiled without threads: no thread-pool launch, for
