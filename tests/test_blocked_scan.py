@@ -168,8 +168,8 @@ def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks):
     for start, stop in [(0, 300), (37, 251)]:
         out_s = np.empty((len(q), 1, k), dtype=np.float32)
         out_i = np.empty((len(q), 1, k), dtype=np.int64)
-        fa, fc, fc_max = index._filter_factors()
-        scan_blocked_topk(store.codes, start, stop, fa, fc, fc_max, store.field("norms"),
+        fields = index._filter_fields()
+        scan_blocked_topk(store.codes, start, stop, *fields, store.field("norms"),
                           store.field("gains"), y, codec.centroids, codec.index_bits,
                           codec.mode, codec.distance_form, 1, True, tile_blocks, out_s, out_i)
         got = finalize_topk(out_s.reshape(len(q), -1), out_i.reshape(len(q), -1), k)

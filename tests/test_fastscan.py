@@ -343,3 +343,53 @@ def test_grouping_beyond_the_uniform_bound_is_exact(variant):
     scan_blocked_multi(blocked, n, M, L, out)
     for q in range(2):
         np.testing.assert_array_equal(out[q], reference_sums(L[q], nibbles))
+
+
+def _filter_runner(filter_one, filter_two):
+    @njit
+    def run(blocked, M, luts, norms, gains, form_array, params, out):
+        form = (form_array[0], form_array[1], form_array[2], form_array[3])
+        for b in range(blocked.shape[0]):
+            out[0, b] = filter_one(blocked, b, M, luts, 0, norms, gains, form, params)
+            out[1, b] = filter_two(blocked, b, M, luts, 0, norms, gains, form, params)
+    return run
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("stored", ["norms and gains", "stand-ins"])
+def test_filter_masks_equal_the_float_bound(variant, stored):
+    # Every variant forms fa = pre * norm * gain, fc = dist * norm^2 (zero vectors,
+    # flagged by a negative norm: fa = 0, fc = 16) and tests fa * x - fc > threshold.
+    need(variant)
+    rng = np.random.default_rng(5)
+    n, M = 96, 9
+    nibbles, luts = random_case(n, M, 15, seed=6, nq=2)
+    blocked = fastscan.pack_blocked(nibbles)
+    if stored == "norms and gains":
+        norms = rng.uniform(0.5, 2.0, n).astype(np.float32)
+        norms[[3, 40]] *= -1
+        gains = rng.integers(12000, 20000, n).astype(np.uint16)
+        form = np.array([2.0 / 16384, 1.0, 1.0, 1.0], dtype=np.float32)
+    else:
+        norms = np.ones(32, dtype=np.float32)
+        gains = np.full(32, 16384, dtype=np.uint16)
+        form = np.array([1.0 / 16384, 0.0, 0.0, 0.0], dtype=np.float32)
+    params = np.array([0.5, 0.01, 1.0, -0.3, 0.02, 0.8], dtype=np.float32)
+    out = np.zeros((2, blocked.shape[0]), dtype=np.int64)
+    one, two = fastscan.filter_kernels(variant)
+    _filter_runner(one, two)(blocked, M, luts, norms, gains, form, params, out)
+    rows = np.arange(n) if stored == "norms and gains" else np.arange(n) % 32
+    nv, gv = norms[rows], gains[rows].astype(np.float32)
+    fa = np.where(nv < 0, 0, form[0] * nv * gv).astype(np.float32)
+    fc = np.where(nv < 0, 16, form[1] * nv * nv).astype(np.float32)
+    for q in range(2):
+        sums = reference_sums(luts[q], nibbles).astype(np.float32)
+        x = params[3 * q] + params[3 * q + 1] * sums
+        want = fa * x - fc > params[3 * q + 2]
+        for b in range(blocked.shape[0]):
+            got_one = [(int(out[0, b]) >> r) & 1 for r in range(32)] if q == 0 else None
+            got_two = [(int(out[1, b]) >> (32 * q + r)) & 1 for r in range(32)]
+            expected = want[32 * b: 32 * b + 32].astype(int).tolist()
+            if got_one is not None:
+                assert got_one == expected
+            assert got_two == expected

@@ -12,7 +12,7 @@ from .codebook import MAX_BITS
 from .codec import ESTIMATORS, METRICS, TurboQuantCodec
 from .config import ADD_CHUNK
 from .kernels.blocked_scan import (
-    row_factors,
+    filter_fields,
     scan_blocked_topk,
     scan_blocked_topk_serial,
     tile_blocks_for,
@@ -337,9 +337,8 @@ class TurboQuantIndex:
         out_s = np.empty((nq, n_chunks, k), dtype=np.float32)
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
         if stop > start and store.layout == "blocked":
-            fa, fc, fc_max = self._filter_factors()
             grouped = nq >= 2 * threads
-            args = (store.codes, start, stop, fa, fc, fc_max, store.field("norms"),
+            args = (store.codes, start, stop, *self._filter_fields(), store.field("norms"),
                     store.field("gains"), y, codec.centroids, codec.index_bits, codec.mode,
                     codec.distance_form, n_chunks, grouped, tile_blocks_for(store.codes),
                     out_s, out_i)
@@ -354,18 +353,19 @@ class TurboQuantIndex:
                       out_s, out_i)
         return out_s.reshape(nq, -1), out_i.reshape(nq, -1)
 
-    def _filter_factors(self):
-        """Per-vector factors of the blocked scan's candidate filter (cached until the
-        stored vectors change)."""
+    def _filter_fields(self):
+        """What the blocked scan's candidate filter reads (:func:`filter_fields`): the
+        stored norms and gains themselves, and constants (cached until the stored
+        vectors change: the largest norm takes a pass over them)."""
         store = self._store
         arrays = (store.codes, store.arrays.get("norms"), store.arrays.get("gains"))
         cached = getattr(self, "_filter_cache", None)
         if (cached is None or cached[0] != store.n
                 or any(a is not b for a, b in zip(cached[1], arrays, strict=True))):
             codec = self.codec
-            factors = row_factors(store.field("norms"), store.field("gains"), store.n,
-                                  codec.mode, codec.distance_form)
-            cached = (store.n, arrays, factors)
+            fields = filter_fields(store.field("norms"), store.field("gains"), store.n,
+                                   codec.mode, codec.distance_form)
+            cached = (store.n, arrays, fields)
             self._filter_cache = cached
         return cached[2]
 

@@ -71,12 +71,23 @@ class CodeStore:
     def _rows_for(self, n: int) -> int:
         return fastscan.n_blocks(n) if self.layout == "blocked" else n
 
+    def _length(self, name: str, n: int) -> int:
+        """Rows array ``name`` has for ``n`` vectors.
+
+        In the blocked layout the per-vector factors are padded (with zeros) to
+        whole blocks, so that the scan reads a block's 32 of them at once.
+        """
+        if name == "codes":
+            return self._rows_for(n)
+        if self.layout == "blocked" and name in ("norms", "gains"):
+            return fastscan.BLOCK * fastscan.n_blocks(n)
+        return n
+
     # -- writing -------------------------------------------------------------
     def reserve(self, n_total: int) -> None:
         """Re-allocate every array for exactly ``n_total`` vectors, keeping the first ``n``."""
         for name, arr in self.arrays.items():
-            rows = self._rows_for(n_total) if name == "codes" else n_total
-            keep = self._rows_for(self.n) if name == "codes" else self.n
+            rows, keep = self._length(name, n_total), self._length(name, self.n)
             grown = np.zeros((rows, *arr.shape[1:]), dtype=arr.dtype)
             grown[:keep] = arr[:keep]
             self.arrays[name] = grown
@@ -129,20 +140,26 @@ class CodeStore:
 
     # -- persistence -----------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
-        """Arrays trimmed to the stored vectors, for writing."""
-        return {name: arr[: self._rows_for(self.n) if name == "codes" else self.n]
-                for name, arr in self.arrays.items()}
+        """Arrays trimmed to the stored vectors (and their padding), for writing."""
+        return {name: arr[: self._length(name, self.n)] for name, arr in self.arrays.items()}
 
     def load(self, arrays: dict[str, np.ndarray], n: int) -> None:
         """Adopt arrays read from a file (possibly memory-mapped) holding ``n`` vectors."""
         if set(arrays) != set(self.arrays):
             raise ValueError(f"stored arrays {sorted(arrays)} do not match the index "
                              f"parameters (expected {sorted(self.arrays)})")
+        adopted = {}
         for name, arr in arrays.items():
             expected = self.arrays[name].shape[1:]
-            rows = self._rows_for(n) if name == "codes" else n
+            rows = self._length(name, n)
+            if arr.shape[0] == n < rows and arr.shape[1:] == expected:
+                # factors written unpadded (format v1 before padding): pad a copy
+                padded = np.zeros((rows, *expected), dtype=arr.dtype)
+                padded[:n] = arr
+                arr = padded
             if arr.shape != (rows, *expected) or arr.dtype != self.arrays[name].dtype:
                 raise ValueError(f"array {name} has shape {arr.shape} and dtype {arr.dtype}, "
                                  f"expected {(rows, *expected)} {self.arrays[name].dtype}")
-        self.arrays = dict(arrays)
+            adopted[name] = arr
+        self.arrays = adopted
         self.n = n

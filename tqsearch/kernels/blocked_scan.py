@@ -14,10 +14,12 @@ The bound of a row is affine in its integer sum ``S``::
     estimate <= fa[v] * (offset + scale * S) - fc[v]
 
 with ``offset = bias + err`` (``err`` the largest rounding error of the
-quantized table, summed over sub-codes) and per-vector factors from
-:func:`row_factors`: ``fa = norm * gain`` and ``fc = 0``, or in the distance
-form (``2 n s - n^2``) ``fa = 2 * norm * gain`` and ``fc = norm^2`` (``gain``
-is 1 for the "mse" estimator, ``norm`` 1 when none is stored). The filter's
+quantized table, summed over sub-codes) and per-vector factors formed in
+registers from the stored norms and gains (:func:`filter_fields`):
+``fa = norm * gain`` and ``fc = 0``, or in the distance form (``2 n s - n^2``)
+``fa = 2 * norm * gain`` and ``fc = norm^2`` (``gain`` is 1 for the "mse"
+estimator, ``norm`` 1 when none is stored). Nothing per vector is kept beside
+the stored fields. The filter's
 float32 arithmetic differs from the exact score's, so the threshold it tests
 against is lowered by a relative margin (:func:`_lowered`) far above the
 rounding error.
@@ -47,7 +49,7 @@ from .fastscan import (
 from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine
 from .topk import heap_init, heap_push
 
-__all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "row_factors", "tile_blocks_for",
+__all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "filter_fields", "tile_blocks_for",
            "MODE_CORRECTED", "GAIN_ONE"]
 
 # Relative margin of the filter's threshold: covers the float32 rounding of
@@ -61,13 +63,14 @@ GROUP_QUERIES = 16
 TILE_BYTES = 256 * 1024
 
 
-def row_factors(norms, gains, n, mode, distance_form):
-    """Per-vector factors of the scan filter, padded to whole blocks.
+def filter_fields(norms, gains, n, mode, distance_form):
+    """What the scan filter reads to form its per-vector factors (see the module docstring).
 
     Parameters
     ----------
-    norms : float32 (n,) or (0,)
-    gains : uint16 (n,) or (0,)
+    norms : float32 (>= 32 * ceil(n / 32),) or (0,)
+        Stored norms, zero-padded to whole blocks (as the store keeps them).
+    gains : uint16 (>= 32 * ceil(n / 32),) or (0,)
     n : int
         Vectors stored.
     mode : int
@@ -76,30 +79,32 @@ def row_factors(norms, gains, n, mode, distance_form):
 
     Returns
     -------
-    fa, fc : float32 (32 * ceil(n / 32),)
-        Padding rows have ``fa = fc = 0``.
+    filter_norms : float32
+        ``norms``, or 32 ones shared by every block when none are stored.
+    filter_gains : uint16
+        ``gains`` for the corrected estimator, else 32 times ``GAIN_ONE``.
+    form : float32 (4,)
+        ``(pre, dist, norm_step, gain_step)``: ``fa = pre * norm * gain``,
+        ``fc = dist * norm^2``; a step is 0 for a shared stand-in.
     fc_max : float
         Largest ``fc`` (enters the threshold margin).
     """
-    padded = -(-n // BLOCK) * BLOCK
-    a = np.ones(n, dtype=np.float64)
-    if mode == MODE_CORRECTED:
-        a *= gains[:n].astype(np.float64) / GAIN_ONE
-    c = np.zeros(n, dtype=np.float64)
-    if norms.shape[0] > 0:
-        nv = norms[:n].astype(np.float64)
-        a *= nv
+    has_norms = norms.shape[0] > 0
+    has_gains = mode == MODE_CORRECTED
+    filter_norms = norms if has_norms else np.ones(BLOCK, dtype=np.float32)
+    filter_gains = gains if has_gains else np.full(BLOCK, GAIN_ONE, dtype=np.uint16)
+    pre = (2.0 if distance_form and has_norms else 1.0) / GAIN_ONE
+    dist = 1.0 if distance_form and has_norms else 0.0
+    form = np.array([pre, dist, float(has_norms), float(has_gains)], dtype=np.float32)
+    fc_max = 0.0
+    if has_norms and n:
+        nv = norms[:n]
         if distance_form:
-            a *= 2.0
-            c = nv * nv
-            flagged = nv < 0  # zero vectors of a centred cosine index: a constant score
-            a[flagged] = 0.0
-            c[flagged] = -ZERO_VECTOR_SCORE
-    fa = np.zeros(padded, dtype=np.float32)
-    fc = np.zeros(padded, dtype=np.float32)
-    fa[:n] = a
-    fc[:n] = c
-    return fa, fc, float(fc.max()) if n else 0.0
+            fc_max = float(np.float64(nv.max()) ** 2)
+            fc_max = max(fc_max, float(np.float64(nv.min()) ** 2))
+            if nv.min() < 0:
+                fc_max = max(fc_max, -ZERO_VECTOR_SCORE)
+    return filter_norms, filter_gains, form, fc_max
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -180,7 +185,8 @@ def tile_blocks_for(blocked):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _scan_group(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y, q0, n_queries,
+def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, fc_max, norms,
+                gains, y, q0, n_queries,
                 centroids, bits, mode, distance_form, out_score, out_label, c, tile_blocks):
     """Queries ``q0 .. q0 + n_queries - 1`` against blocks ``b0 .. b1 - 1``.
 
@@ -192,6 +198,7 @@ def _scan_group(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y, q
     ``out_score[q, c]`` / ``out_label[q, c]``.
     """
     M = blocked.shape[1] // 16
+    form = (form[0], form[1], form[2], form[3])  # scalars for the filter
     luts = np.empty((n_queries, M, 16), dtype=np.float32)
     luts_u8 = np.empty((n_queries, M, 16), dtype=np.uint8)
     params = np.empty(3 * n_queries, dtype=np.float32)
@@ -207,7 +214,8 @@ def _scan_group(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y, q
         while g + 1 < n_queries:
             group = min(groups[g], groups[g + 1])
             for b in range(t0, t1):
-                mask = scan_block_filter2(blocked, b, M, luts_u8, g, fa, fc, params, group)
+                mask = scan_block_filter2(blocked, b, M, luts_u8, g, filter_norms, filter_gains,
+                                          form, params, group)
                 if mask == 0:
                     continue
                 base = b * BLOCK
@@ -224,7 +232,9 @@ def _scan_group(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y, q
             g += 2
         if g < n_queries:
             for b in range(t0, t1):
-                mask = scan_block_filter(blocked, b, M, luts_u8, g, fa, fc, params, groups[g])
+                mask = scan_block_filter(blocked, b, M, luts_u8, g, filter_norms, filter_gains,
+                                         form, params,
+                                         groups[g])
                 if mask == 0:
                     continue
                 base = b * BLOCK
@@ -235,7 +245,8 @@ def _scan_group(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y, q
 
 
 @njit(parallel=True, cache=True)
-def scan_blocked_topk(blocked, start, stop, fa, fc, fc_max, norms, gains, y, centroids, bits,
+def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc_max, norms,
+                      gains, y, centroids, bits,
                       mode, distance_form, n_chunks, grouped, tile_blocks, out_score,
                       out_label):
     """Best ``k`` codes of rows ``start .. stop - 1`` for every query.
@@ -246,10 +257,8 @@ def scan_blocked_topk(blocked, start, stop, fa, fc, fc_max, norms, gains, y, cen
         Codes in the fast-scan layout, ``M = ceil(d * bits / 4)``.
     start, stop : int
         Range of vectors scanned (labels are the vector numbers).
-    fa, fc : float32 (32 * nblocks,)
-        Filter factors from :func:`row_factors`.
-    fc_max : float
-        Largest ``fc``.
+    filter_norms, filter_gains, form, fc_max
+        What the candidate filter reads (:func:`filter_fields`).
     norms : float32 (n,) or (0,)
     gains : uint16 (n,) or (0,)
     y : float32 (nq, d)
@@ -281,7 +290,8 @@ def scan_blocked_topk(blocked, start, stop, fa, fc, fc_max, norms, gains, y, cen
         c = task % n_chunks
         b0 = first_block + c * per_chunk
         b1 = min(last_block, b0 + per_chunk)
-        _scan_group(blocked, b0, b1, start, stop, fa, fc, fc_max, norms, gains, y, q0,
+        _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, fc_max, norms,
+                    gains, y, q0,
                     min(per_task, nq - q0), centroids, bits, mode, distance_form, out_score,
                     out_label, c, tile_blocks)
 

@@ -65,6 +65,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import simd
+from .scan import ZERO_VECTOR_SCORE
 
 BLOCK = simd.BLOCK
 
@@ -528,8 +529,11 @@ def scan_block_multi_portable(blocked, block_index, M, luts, out, group=1):
 
 
 @njit(inline="always", cache=True)
-def _filter_portable(blocked, b, M, luts, q, fa, fc, params):
+def _filter_portable(blocked, b, M, luts, q, norms, gains, form, params):
     """Row mask of block ``b`` for table ``q`` (see :func:`scan_block_filter`)."""
+    pre, dist = form[0], form[1]
+    norm_row = b * BLOCK * np.int64(form[2])
+    gain_row = b * BLOCK * np.int64(form[3])
     offset = params[3 * q]
     scale = params[3 * q + 1]
     threshold = params[3 * q + 2]
@@ -543,24 +547,32 @@ def _filter_portable(blocked, b, M, luts, q, fa, fc, params):
             hi += luts[q, m, byte >> 4]
         r = (p >> 1) + 8 * (p & 1)
         for rr, total in ((r, lo), (r + 16, hi)):
-            v = b * BLOCK + rr
+            n = norms[norm_row + rr]
+            fa = pre * n * np.float32(gains[gain_row + rr])
+            fc = dist * n * n
+            if n < 0:
+                fa = np.float32(0.0)
+                fc = np.float32(-ZERO_VECTOR_SCORE)
             x = offset + scale * np.float32(total)
-            if fa[v] * x - fc[v] > threshold:
+            if fa * x - fc > threshold:
                 mask |= np.int64(1) << rr
     return mask
 
 
 @njit(inline="always", cache=True)
-def scan_block_filter_portable(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+def scan_block_filter_portable(blocked, block_index, M, luts, q, norms, gains, form, params,
+                               group=1):
     """:func:`scan_block_filter` in plain Numba (``group`` ignored); unchecked."""
-    return _filter_portable(blocked, block_index, M, luts, q, fa, fc, params)
+    return _filter_portable(blocked, block_index, M, luts, q, norms, gains, form, params)
 
 
 @njit(inline="always", cache=True)
-def scan_block_filter2_portable(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+def scan_block_filter2_portable(blocked, block_index, M, luts, q, norms, gains, form, params,
+                                group=1):
     """:func:`scan_block_filter2` in plain Numba; unchecked."""
-    return (_filter_portable(blocked, block_index, M, luts, q, fa, fc, params)
-            | (_filter_portable(blocked, block_index, M, luts, q + 1, fa, fc, params) << 32))
+    return (_filter_portable(blocked, block_index, M, luts, q, norms, gains, form, params)
+            | (_filter_portable(blocked, block_index, M, luts, q + 1, norms, gains, form,
+               params) << 32))
 
 
 @njit(cache=True)
@@ -633,25 +645,31 @@ def scan_block_multi_avx2(blocked, block_index, M, luts, out, group=1):
 
 
 @njit(inline="always", cache=True)
-def scan_block_filter_avx2(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+def scan_block_filter_avx2(blocked, block_index, M, luts, q, norms, gains, form, params, group=1):
     """:func:`scan_block_filter` with 32-byte ``vpshufb``; unchecked."""
     if group >= 4:
-        return simd.block_filter_avx2_g4(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx2_g4(blocked, block_index, M, luts, q, norms, gains, form,
+                                         params)
     elif group == 2:
-        return simd.block_filter_avx2_g2(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx2_g2(blocked, block_index, M, luts, q, norms, gains, form,
+                                         params)
     else:
-        return simd.block_filter_avx2_g1(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx2_g1(blocked, block_index, M, luts, q, norms, gains, form,
+                                         params)
 
 
 @njit(inline="always", cache=True)
-def scan_block_filter2_avx2(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+def scan_block_filter2_avx2(blocked, block_index, M, luts, q, norms, gains, form, params, group=1):
     """:func:`scan_block_filter2` with 32-byte ``vpshufb``; unchecked."""
     if group >= 4:
-        return simd.block_filter_avx2_q2_g4(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx2_q2_g4(blocked, block_index, M, luts, q, norms, gains, form,
+                                            params)
     elif group == 2:
-        return simd.block_filter_avx2_q2_g2(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx2_q2_g2(blocked, block_index, M, luts, q, norms, gains, form,
+                                            params)
     else:
-        return simd.block_filter_avx2_q2_g1(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx2_q2_g1(blocked, block_index, M, luts, q, norms, gains, form,
+                                            params)
 
 
 @njit(cache=True)
@@ -741,25 +759,32 @@ def scan_block_multi_avx512(blocked, block_index, M, luts, out, group=1):
 
 
 @njit(inline="always", cache=True)
-def scan_block_filter_avx512(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+def scan_block_filter_avx512(blocked, block_index, M, luts, q, norms, gains, form, params, group=1):
     """:func:`scan_block_filter` with 64-byte ``vpshufb``; unchecked."""
     if group >= 4:
-        return simd.block_filter_avx512_g4(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx512_g4(blocked, block_index, M, luts, q, norms, gains, form,
+                                           params)
     elif group == 2:
-        return simd.block_filter_avx512_g2(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx512_g2(blocked, block_index, M, luts, q, norms, gains, form,
+                                           params)
     else:
-        return simd.block_filter_avx512_g1(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx512_g1(blocked, block_index, M, luts, q, norms, gains, form,
+                                           params)
 
 
 @njit(inline="always", cache=True)
-def scan_block_filter2_avx512(blocked, block_index, M, luts, q, fa, fc, params, group=1):
+def scan_block_filter2_avx512(blocked, block_index, M, luts, q, norms, gains, form, params,
+                              group=1):
     """:func:`scan_block_filter2` with 64-byte ``vpshufb``; unchecked."""
     if group >= 4:
-        return simd.block_filter_avx512_q2_g4(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx512_q2_g4(blocked, block_index, M, luts, q, norms, gains,
+                                              form, params)
     elif group == 2:
-        return simd.block_filter_avx512_q2_g2(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx512_q2_g2(blocked, block_index, M, luts, q, norms, gains,
+                                              form, params)
     else:
-        return simd.block_filter_avx512_q2_g1(blocked, block_index, M, luts, q, fa, fc, params)
+        return simd.block_filter_avx512_q2_g1(blocked, block_index, M, luts, q, norms, gains,
+                                              form, params)
 
 
 @njit(cache=True)
@@ -883,12 +908,14 @@ scan_block_multi = _SCAN_BLOCK_MULTI[VARIANT]
 #: Scans ``QUERY_CHUNK`` tables per sweep of the codes, two per pass over a block.
 scan_blocked_multi = _SCAN_BLOCKED_MULTI[VARIANT]
 
-#: ``scan_block_filter(blocked, block_index, M, luts, q, fa, fc, params, group=1)``:
+#: ``scan_block_filter(blocked, block_index, M, luts, q, norms, gains, form, params, group=1)``:
 #: scans block ``block_index`` with table ``q`` of ``luts`` (uint8 (nq, M, 16)) and
-#: returns an int64 bit mask: bit ``r`` is set iff ``fa[v] * (offset + scale * S(v))
-#: - fc[v] > threshold`` for ``v = 32 * block_index + r``, in float32, with
+#: returns an int64 bit mask: bit ``r`` is set iff ``fa(v) * (offset + scale * S(v))
+#: - fc(v) > threshold`` for ``v = 32 * block_index + r``, in float32, with
 #: ``(offset, scale, threshold) = params[3 * q : 3 * q + 3]`` (``params`` float32,
-#: flat; ``fa``, ``fc`` float32 with at least ``32 * nblocks`` elements). The sums
+#: flat) and the per-vector factors computed from ``norms`` / ``gains`` as
+#: :func:`tqsearch.kernels.simd.emit_row_factors` says (``form`` a tuple of float32
+#: ``(pre, dist, norm_step, gain_step)``). The sums
 #: stay in registers: this is the fused candidate test of a top-k scan. ``group``
 #: from :func:`lut_group`. Inlined and unchecked.
 scan_block_filter = _SCAN_BLOCK_FILTER[VARIANT]

@@ -33,6 +33,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
+from .scan import ZERO_VECTOR_SCORE
+
 # Vectors per block; the kernels are written for exactly 32 (two nibbles per byte,
 # 16 bytes per sub-code).
 BLOCK = 32
@@ -291,28 +293,52 @@ def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
     return [builder.load(acc32[q]) for q in range(nq)]
 
 
-def emit_row_filter(builder, sums, offset, scale, fa_ptr, fc_ptr, threshold):
+def emit_row_factors(builder, norms_ptr, gains_ptr, form):
+    """The filter's per-vector factors ``(fa, fc)`` of 32 rows, as ``<32 x float>`` values.
+
+    ``norms_ptr`` / ``gains_ptr`` point to the rows' 32 float32 norms and 32
+    uint16 gains; ``form`` holds float scalars ``(pre, dist)``::
+
+        fa = pre * norm * gain,   fc = dist * norm * norm
+
+    and rows with a negative norm (zero vectors of a centred cosine index) get
+    ``fa = 0, fc = -ZERO_VECTOR_SCORE``: the constant score they are ranked by.
+    """
+    f32 = ir.FloatType()
+    vf = _vec(f32, BLOCK)
+    pre, dist = form
+    n = builder.load(builder.bitcast(norms_ptr, vf.as_pointer()), align=4)
+    g = builder.load(builder.bitcast(gains_ptr, _vec(_i16, BLOCK).as_pointer()), align=2)
+    g = builder.uitofp(g, vf)
+    fa = builder.fmul(builder.fmul(_splat_value(builder, pre, BLOCK), n), g)
+    fc = builder.fmul(builder.fmul(_splat_value(builder, dist, BLOCK), n), n)
+    zero = ir.Constant(vf, [0.0] * BLOCK)
+    flagged = builder.fcmp_ordered("<", n, zero)
+    fa = builder.select(flagged, zero, fa)
+    fc = builder.select(flagged, ir.Constant(vf, [-ZERO_VECTOR_SCORE] * BLOCK), fc)
+    return fa, fc
+
+
+def _splat_value(builder, x, n):
+    vec = _vec(x.type, n)
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(_i32, 0))
+    return _shuffle(builder, one, ir.Constant(vec, ir.Undefined), [0] * n)
+
+
+def emit_row_filter(builder, sums, offset, scale, fa, fc, threshold):
     """Bit mask (i32) of the rows whose bound ``fa * (offset + scale * sum) - fc`` is
     above ``threshold``.
 
     ``sums`` is a ``<32 x i32>`` value, ``offset``, ``scale`` and ``threshold`` float
-    scalars, ``fa_ptr`` / ``fc_ptr`` float pointers to the block's 32 per-vector
-    factors. Bit ``r`` of the result is row ``r``. All in registers, float32
-    arithmetic in the order written (no fast-math flags).
+    scalars, ``fa`` / ``fc`` the block's ``<32 x float>`` factors
+    (:func:`emit_row_factors`). Bit ``r`` of the result is row ``r``. All in
+    registers, float32 arithmetic in the order written (no fast-math flags).
     """
-    f32 = ir.FloatType()
-    vf = _vec(f32, BLOCK)
-
-    def splat(x):
-        undef = ir.Constant(vf, ir.Undefined)
-        one = builder.insert_element(undef, x, ir.Constant(_i32, 0))
-        return _shuffle(builder, one, undef, [0] * BLOCK)
-
-    x = builder.fadd(splat(offset), builder.fmul(splat(scale), builder.sitofp(sums, vf)))
-    fa = builder.load(builder.bitcast(fa_ptr, vf.as_pointer()), align=4)
-    fc = builder.load(builder.bitcast(fc_ptr, vf.as_pointer()), align=4)
+    vf = _vec(ir.FloatType(), BLOCK)
+    x = builder.fadd(_splat_value(builder, offset, BLOCK),
+                     builder.fmul(_splat_value(builder, scale, BLOCK), builder.sitofp(sums, vf)))
     s = builder.fsub(builder.fmul(fa, x), fc)
-    mask = builder.fcmp_ordered(">", s, splat(threshold))
+    mask = builder.fcmp_ordered(">", s, _splat_value(builder, threshold, BLOCK))
     return builder.bitcast(mask, _i32)
 
 
@@ -424,22 +450,26 @@ def make_filter_intrinsic(width, nq=1, group=1):
 
     The returned intrinsic has the Numba signature::
 
-        f(blocked, block_index, M, luts, lut_index, fa, fc, params) -> int64
+        f(blocked, block_index, M, luts, lut_index, norms, gains, form, params) -> int64
 
-    ``blocked`` and ``luts`` as in :func:`make_block_intrinsic`; ``fa`` and ``fc`` are
-    C-contiguous float32 per-vector factors, of which elements ``32 * block_index +
-    (0 .. 31)`` are read; ``params`` is C-contiguous float32 holding ``(offset,
-    scale, threshold)`` of table ``t`` at flat elements ``3 * t .. 3 * t + 2``.
-    For table ``t = lut_index + i`` bit ``32 * i + r`` of the result is set iff
-    ``fa[v] * (offset + scale * sum_r) - fc[v] > threshold`` (``v = 32 * block_index
-    + r``), computed in float32 in that order. The sums never leave the registers.
-    Nothing is bounds-checked: callers check.
+    ``blocked`` and ``luts`` as in :func:`make_block_intrinsic`; ``norms`` (float32)
+    and ``gains`` (uint16) are C-contiguous per-vector fields of which 32 elements
+    are read from ``32 * block_index * step`` on; ``form`` is a tuple of float32
+    ``(pre, dist, norm_step, gain_step)`` (scalars, kept in registers), the steps
+    1.0 for fields padded to whole blocks or 0.0 for a 32-element stand-in
+    shared by every block (see
+    :func:`emit_row_factors` for how the factors ``fa``, ``fc`` follow). ``params``
+    is C-contiguous float32 holding ``(offset, scale, threshold)`` of table ``t``
+    at flat elements ``3 * t .. 3 * t + 2``. For table ``t = lut_index + i`` bit
+    ``32 * i + r`` of the result is set iff ``fa * (offset + scale * sum_r) - fc >
+    threshold``, computed in float32 in that order. The sums never leave the
+    registers. Nothing is bounds-checked: callers check.
     """
     if nq not in (1, 2):
         raise ValueError("nq must be 1 or 2 (the result packs 32 bits per table)")
     fname = f"block_filter_w{width}_q{nq}_g{group}"
 
-    def impl(typingctx, blocked, block_index, M, luts, lut_index, fa, fc, params):
+    def impl(typingctx, blocked, block_index, M, luts, lut_index, norms, gains, form, params):
         if not width_supported(width):
             raise TypingError(
                 f"{fname}: the compile target lacks {', '.join(_REQUIRES[width])} "
@@ -447,18 +477,25 @@ def make_filter_intrinsic(width, nq=1, group=1):
             )
         _check_u8_c(blocked, "blocked", fname)
         _check_u8_c(luts, "lut", fname)
-        for name, ty in (("fa", fa), ("fc", fc), ("params", params)):
+        for name, ty in (("norms", norms), ("params", params)):
             _check_f32_c(ty, name, fname)
+        if not (isinstance(form, types.UniTuple) and form.count == 4
+                and form.dtype == types.float32):
+            raise TypingError(f"{fname}: form must be a tuple of 4 float32, got {form}")
+        if not (isinstance(gains, types.Array) and gains.dtype == types.uint16
+                and gains.layout == "C"):
+            raise TypingError(f"{fname}: gains must be a C-contiguous uint16 array, got {gains}")
         for name, ty in (("block_index", block_index), ("M", M), ("lut_index", lut_index)):
             if not isinstance(ty, types.Integer):
                 raise TypingError(f"{fname}: {name} must be an integer, got {ty}")
-        sig = types.int64(blocked, types.intp, types.intp, luts, types.intp, fa, fc, params)
+        sig = types.int64(blocked, types.intp, types.intp, luts, types.intp, norms, gains,
+                          form, params)
 
         def codegen(context, builder, signature, args):
-            a_blocked, a_b, a_m, a_lut, a_q0, a_fa, a_fc, a_par = args
+            a_b, a_m, a_q0 = args[1], args[2], args[4]
             arrs = [context.make_array(signature.args[i])(context, builder, args[i])
-                    for i in (0, 3, 5, 6, 7)]
-            codes, lut, fa, fc, par = arrs
+                    for i in (0, 3, 5, 6, 8)]
+            codes, lut, nrm, gns, par = arrs
             stride = builder.mul(a_m, ir.Constant(_i64, 16))
             codes_base = builder.gep(
                 builder.bitcast(codes.data, _i8.as_pointer()), [builder.mul(a_b, stride)]
@@ -471,15 +508,18 @@ def make_filter_intrinsic(width, nq=1, group=1):
                 for q in range(nq)
             ]
             row0 = builder.mul(a_b, ir.Constant(_i64, BLOCK))
-            fa_ptr = builder.gep(fa.data, [row0])
-            fc_ptr = builder.gep(fc.data, [row0])
+            form_values = [builder.extract_value(args[7], i) for i in range(4)]
+            steps = [builder.fptosi(v, _i64) for v in form_values[2:]]
+            norms_ptr = builder.gep(nrm.data, [builder.mul(row0, steps[0])])
+            gains_ptr = builder.gep(gns.data, [builder.mul(row0, steps[1])])
             sums = emit_block_sums(builder, width, codes_base, lut_bases, a_m, group)
+            fa, fc = emit_row_factors(builder, norms_ptr, gains_ptr, form_values[:2])
             result = ir.Constant(_i64, 0)
             for q in range(nq):
                 at = builder.mul(builder.add(a_q0, ir.Constant(_i64, q)), ir.Constant(_i64, 3))
                 p = [builder.load(builder.gep(par.data, [builder.add(at, ir.Constant(_i64, i))]))
                      for i in range(3)]
-                mask = emit_row_filter(builder, sums[q], p[0], p[1], fa_ptr, fc_ptr, p[2])
+                mask = emit_row_filter(builder, sums[q], p[0], p[1], fa, fc, p[2])
                 mask = builder.zext(mask, _i64)
                 if q:
                     mask = builder.shl(mask, ir.Constant(_i64, 32 * q))
