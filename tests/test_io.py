@@ -252,3 +252,22 @@ def test_failure_before_rename_keeps_the_old_file(synthetic, saved, monkeypatch)
     monkeypatch.undo()
     assert saved.read_bytes() == before
     assert temp_files(saved.parent) == []
+
+
+def test_unpadded_factors_of_earlier_files_are_padded_on_load():
+    # Format v1 files written before per-vector factors were padded to whole blocks
+    # hold exactly ntotal norms and gains; loading them pads a copy.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((70, 16)).astype(np.float32)
+    q = rng.standard_normal((4, 16)).astype(np.float32)
+    index = tqsearch.TurboQuantIndex(16, 2, metric="l2")
+    index.add(x)
+    state = index._store.state()
+    assert state["norms"].shape == (96,) and state["gains"].shape == (96,)
+    trimmed = {name: (arr[:70] if name in ("norms", "gains") else arr)
+               for name, arr in state.items()}
+    other = tqsearch.TurboQuantIndex(16, 2, metric="l2")
+    other.codec.mean = index.codec.mean
+    other.is_trained = True
+    other._store.load(trimmed, 70)
+    np.testing.assert_array_equal(other.search(q, 5)[1], index.search(q, 5)[1])
