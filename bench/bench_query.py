@@ -13,8 +13,10 @@ stored per vector. One thread everywhere: ``faiss.omp_set_num_threads(1)``,
 ``RAYON_NUM_THREADS=1`` set before turbovec is imported, numba threads 1; the
 ``cpu/wall`` column (process CPU time over wall time while searching) shows
 that each method did run on one core. A last column gives tqsearch's batch
-speed-up with 2 threads. Timings are the minimum over ``--repeat`` rounds, the
-methods taking turns within each round.
+speed-up with 2 threads, and the very last the bytes tqsearch's index holds per
+vector (``nbytes`` after the searches, less the rotation and codebook) over its
+``code_size``. Timings are the minimum over ``--repeat`` rounds, the methods
+taking turns within each round.
 
 Usage::
 
@@ -69,6 +71,12 @@ class TQ:
         self.name = "tqsearch"
         self.index = tqsearch.TurboQuantIndex(d, bits, metric=metric)
         self.threads = threads
+        self.empty_nbytes = self.index.nbytes  # rotation, codebook: not per vector
+
+    def memory_ratio(self):
+        """Bytes the index holds per vector over ``code_size`` (after searching)."""
+        index = self.index
+        return (index.nbytes - self.empty_nbytes) / (index.ntotal * index.code_size)
 
     def build(self, xb):
         self.index.add(xb)
@@ -206,16 +214,18 @@ def run_dataset(path, bits_list, nq, n_latency, repeat, k=10):
 def print_table(rows, header=True):
     if header:
         print("| data | bits | method | bytes/vec | QPS | QPS vs tq | nq=1 ms | ms vs tq "
-              "| R@10 | cpu/wall | tq 2 thr / 1 thr |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              "| R@10 | cpu/wall | tq 2 thr / 1 thr | tq memory / (n x code_size) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, _n, _d, bits, methods, res in rows:
         tq = res["tqsearch"]
         for m in methods:
             r = res[m.name]
-            speedup = f"{res['tq2']['qps'] / tq['qps']:.2f}x" if m.name == "tqsearch" else ""
+            ours = m.name == "tqsearch"
+            speedup = f"{res['tq2']['qps'] / tq['qps']:.2f}x" if ours else ""
+            memory = f"{m.memory_ratio():.3f}" if ours else ""
             print(f"| {name} | {bits} | {m.name} | {r['bytes']:.1f} | {r['qps']:,.0f} "
                   f"| {r['qps'] / tq['qps']:.2f} | {r['lat']:.3f} | {r['lat'] / tq['lat']:.2f} "
-                  f"| {r['recall']:.3f} | {r['cpu']:.2f} | {speedup} |", flush=True)
+                  f"| {r['recall']:.3f} | {r['cpu']:.2f} | {speedup} | {memory} |", flush=True)
 
 
 def main(argv=None):

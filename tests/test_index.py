@@ -549,3 +549,17 @@ def test_recall_on_shipped_sample_not_below_faiss(sample_dataset):
             r = recall_at(ours.search(ds.test, 10)[1], gt, 10)
             assert r >= baseline - 0.01, (bits, estimator, r, baseline)
             assert r >= floor
+
+
+@pytest.mark.parametrize("d, bits, metric", [(50, 2, "cosine"), (64, 4, "l2"), (24, 3, "ip")])
+def test_memory_is_the_codes_and_their_factors(d, bits, metric):
+    # Nothing per vector beyond code_size bytes (padded to whole blocks) stays in memory,
+    # searching included.
+    x = np.random.default_rng(d).standard_normal((1000, d)).astype(np.float32)
+    index = tqsearch.TurboQuantIndex(d, bits, metric=metric)
+    empty = index.nbytes
+    index.add(x)
+    index.search(x[:3], 5)
+    per_vector = (index.nbytes - empty) / index.ntotal
+    padded = -(-index.ntotal // 32) * 32  # the last block of 32 is padded
+    assert per_vector <= index.code_size * padded / index.ntotal

@@ -135,6 +135,23 @@ class TurboQuantIndex:
     ntotal = property(lambda self: self._store.n)
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of every array the index holds in memory.
+
+        Per vector: the codes and stored factors (``code_size`` bytes, the
+        blocked layout padded to whole blocks of 32) and any kept raw vectors;
+        besides them, the rotation, the codebook, the centring mean and the QJL
+        matrix. Nothing derived per vector is kept for searching.
+        """
+        codec = self.codec
+        fixed = [codec.centroids, codec.boundaries]
+        fixed += [a for a in codec.rotation.kernel_args() if isinstance(a, np.ndarray)]
+        fixed += [a for a in codec.rotation.kernel_args(True) if isinstance(a, np.ndarray)]
+        fixed += [a for a in (codec.mean, codec.qjl_matrix) if a is not None]
+        unique = {id(a): a for a in fixed}
+        return self._store.nbytes + int(sum(a.nbytes for a in unique.values()))
+
+    @property
     def raw_size(self) -> int:
         """Bytes per vector of the kept raw vectors (0 when none are kept)."""
         raw = self._store.arrays.get("raw")
