@@ -46,7 +46,14 @@ from __future__ import annotations
 import numpy as np
 
 from .codebook import lloyd_max
-from .kernels.encode import column_sums, encode_rows, pack_signs, row_norms, unpack_indices
+from .kernels.encode import (
+    column_sums,
+    encode_rows,
+    pack_signs,
+    row_norms,
+    row_norms_serial,
+    unpack_indices,
+)
 from .kernels.scan import GAIN_ONE, MODE_CORRECTED, MODE_MSE, MODE_QJL
 from .rotation import Rotation, make_rotation, multiply_rows
 
@@ -184,7 +191,7 @@ class TurboQuantCodec:
         """Split rows into norms and unit directions (zero rows stay zero)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         norms = np.empty(x.shape[0], dtype=np.float32)
-        row_norms(x, norms)
+        (row_norms if x.shape[0] > 16 else row_norms_serial)(x, norms)
         safe = np.where(norms > 0, norms, np.float32(1.0))
         return x / safe[:, None], norms
 

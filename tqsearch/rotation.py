@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.rotate import rotate_rows
+from .kernels.rotate import rotate_rows, rotate_rows_serial
 
 __all__ = ["Rotation", "DenseRotation", "HadamardRotation", "make_rotation", "multiply_rows",
            "ROTATIONS"]
@@ -31,6 +31,9 @@ ROTATIONS = ("hadamard", "dense")
 # user draws data from with the same seed (default_rng(0) for both would make
 # the data correlate with the rotation's rows).
 _STREAM = 0x5251
+
+# Up to this many rows a rotation runs without threads: starting them costs more.
+_SERIAL_MAX_ROWS = 16
 
 # Up to this dimension the Hadamard rotation is applied through its (exact)
 # matrix: a d x d product of tiles costs less than the rounds' transforms.
@@ -72,7 +75,8 @@ class Rotation:
 
     def _rotate(self, x, inverse):
         out = np.empty_like(x)
-        rotate_rows(x, *self.kernel_args(inverse), inverse, out)
+        kernel = rotate_rows if x.shape[0] > _SERIAL_MAX_ROWS else rotate_rows_serial
+        kernel(x, *self.kernel_args(inverse), inverse, out)
         return out
 
     def state(self) -> dict[str, np.ndarray]:
@@ -202,7 +206,8 @@ def multiply_rows(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     scores it gets within a batch.
     """
     out = np.empty_like(x)
-    rotate_rows(x, *_product_args(matrix)[0], False, out)
+    kernel = rotate_rows if x.shape[0] > _SERIAL_MAX_ROWS else rotate_rows_serial
+    kernel(x, *_product_args(matrix)[0], False, out)
     return out
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
+from . import serial_twin
 from .lanes import LANES, butterfly2, butterfly4, load_tile, matmul_rows, move_row
 
 
@@ -132,3 +133,7 @@ def rotate_rows(x, pre, matrix, signs, factors, perms, offsets, block, inverse, 
         for lane in range(live):
             for j in range(d):
                 out[first + lane, j] = t[j, lane]
+
+
+#: :func:`rotate_rows` without threads: no thread-pool launch for a query or two.
+rotate_rows_serial = serial_twin(rotate_rows, "rotate_rows_serial", fastmath=FASTMATH)
