@@ -153,14 +153,17 @@ def test_portable_variant_equals_float_scan():
     assert out.stdout.strip().endswith("ok")
 
 
+@pytest.mark.parametrize("bits, d", [(2, 24), (4, 24), (4, 26)])
 @pytest.mark.parametrize("tile_blocks", [1, 3])
-def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks):
+def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks, bits, d):
     # 37 queries: two full groups and a partial one with a single query left
     # over; tiles of 1 and 3 blocks over 300 vectors (10 blocks, a ragged last tile).
-    from tqsearch.kernels.blocked_scan import GROUP_QUERIES, scan_blocked_topk
+    # At 4 bits octets of queries are int8 dot products where the CPU has them
+    # (d = 26: the last step of sub-codes is partial).
+    from tqsearch.kernels.blocked_scan import GROUP_QUERIES, scan_blocked_topk, use_dot
 
-    x, q = data(300, 24, 2 * GROUP_QUERIES + 5, seed=11)
-    index = tqsearch.TurboQuantIndex(24, 2, metric="l2")
+    x, q = data(300, d, 2 * GROUP_QUERIES + 5, seed=11)
+    index = tqsearch.TurboQuantIndex(d, bits, metric="l2")
     index.add(x)
     codec, store = index.codec, index._store
     y, _, _ = codec.prepare_queries(q)
@@ -171,6 +174,7 @@ def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks):
         fields = index._filter_fields()
         scan_blocked_topk(store.codes, start, stop, *fields, store.field("norms"),
                           store.field("gains"), y, codec.centroids, codec.index_bits,
-                          codec.mode, codec.distance_form, 1, True, tile_blocks, out_s, out_i)
+                          codec.mode, codec.distance_form, 1, True, tile_blocks,
+                          use_dot(codec.index_bits, store.codes, True), out_s, out_i)
         got = finalize_topk(out_s.reshape(len(q), -1), out_i.reshape(len(q), -1), k)
         assert_same(got, float_reference(index, q, k, start, stop))

@@ -393,3 +393,37 @@ def test_filter_masks_equal_the_float_bound(variant, stored):
             if got_one is not None:
                 assert got_one == expected
             assert got_two == expected
+
+
+@pytest.mark.skipif(not fastscan.DOT_AVAILABLE, reason="no AVX-512 VNNI/VBMI here")
+@pytest.mark.parametrize("M", [12, 13, 14, 15])
+def test_dot_filter_masks_equal_integer_dot_products(M):
+    # Eight queries' int8 weights against int8 levels of 4-bit codes: bit r of a
+    # query's mask is set iff its integer dot product with vector r exceeds t.
+    @njit
+    def run(blocked, M, w, levels, biases, norms, gains, form_array, params, masks, out):
+        form = (form_array[0], form_array[1], form_array[2], form_array[3])
+        for b in range(blocked.shape[0]):
+            simd.block_dot_filter_q8(blocked, b, M, w, 0, levels, biases, norms, gains, form,
+                                     params, masks)
+            out[:, b] = masks
+
+    rng = np.random.default_rng(M)
+    n = 64
+    nibbles = rng.integers(0, 16, (n, M)).astype(np.uint8)
+    blocked = fastscan.pack_blocked(nibbles)
+    weights = np.zeros((8, -(-M // 4) * 4), np.int8)
+    weights[:, :M] = rng.integers(-127, 128, (8, M))
+    levels = rng.integers(1, 256, 16).astype(np.uint8)
+    biases = (128 * weights.astype(np.int64).sum(1)).astype(np.int32)
+    dots = ((levels.astype(np.int64) - 128)[nibbles][None] * weights[:, None, :M]).sum(-1)
+    norms, gains = np.ones(32, np.float32), np.full(32, 16384, np.uint16)
+    form = np.array([1 / 16384, 0, 0, 0], np.float32)
+    for t in (-9000.0, -100.0, 0.0, 2500.0):
+        params = np.tile(np.array([0.0, 1.0, t], np.float32), 8)
+        out = np.zeros((8, blocked.shape[0]), np.int64)
+        run(blocked, M, weights, levels, biases, norms, gains, form, params,
+            np.zeros(8, np.int64), out)
+        for q in range(8):
+            got = [(int(out[q, r // 32]) >> (r % 32)) & 1 for r in range(n)]
+            assert got == (dots[q] > t).astype(int).tolist()

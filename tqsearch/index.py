@@ -16,6 +16,7 @@ from .kernels.blocked_scan import (
     scan_blocked_topk,
     scan_blocked_topk_serial,
     tile_blocks_for,
+    use_dot,
 )
 from .kernels.fastscan import BLOCK
 from .kernels.rerank import rerank_exact
@@ -358,7 +359,7 @@ class TurboQuantIndex:
             args = (store.codes, start, stop, *self._filter_fields(), store.field("norms"),
                     store.field("gains"), y, codec.centroids, codec.index_bits, codec.mode,
                     codec.distance_form, n_chunks, grouped, tile_blocks_for(store.codes),
-                    out_s, out_i)
+                    use_dot(codec.index_bits, store.codes, grouped), out_s, out_i)
             if threads == 1 or nq * n_chunks == 1:
                 scan_blocked_topk_serial(*args)  # no thread-pool launch for one task
             else:

@@ -38,6 +38,7 @@ from numba import njit, prange
 
 from ..config import FASTMATH
 from . import serial_twin
+from .dotscan import DOT_AVAILABLE, QUERIES_PER_PASS, dot_levels, prepare_dot
 from .fastscan import (
     BLOCK,
     lut_group,
@@ -47,9 +48,11 @@ from .fastscan import (
     scan_block_filter2,
 )
 from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine
+from .simd import block_dot_filter_q8
 from .topk import heap_init, heap_push
 
 __all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "filter_fields", "tile_blocks_for",
+           "use_dot",
            "MODE_CORRECTED", "GAIN_ONE"]
 
 # Relative margin of the filter's threshold: covers the float32 rounding of
@@ -179,6 +182,40 @@ def _take(blocked, M, base, mask, luts, q, norms, gains, mode, distance_form, fc
     params[3 * q + 2] = _lowered(threshold, fc_max)
 
 
+if DOT_AVAILABLE:
+
+    @njit(inline="always", fastmath=FASTMATH)
+    def _dot_octet(blocked, t0, t1, M, start, stop, weights, o, levels, biases, filter_norms,
+                   filter_gains, form, params, masks, luts, norms, gains, mode, distance_form,
+                   fc_max, out_score, out_label, q0, c):
+        """Queries ``o .. o + 7`` of a group against blocks ``t0 .. t1 - 1`` (int8 dots)."""
+        for b in range(t0, t1):
+            hits = block_dot_filter_q8(blocked, b, M, weights, o, levels, biases, filter_norms,
+                                       filter_gains, form, params, masks)
+            if hits == 0:
+                continue
+            base = b * BLOCK
+            rows = _range_mask(base, start, stop)
+            for g in range(o, o + QUERIES_PER_PASS):
+                mask = masks[g] & rows
+                if mask != 0:
+                    _take(blocked, M, base, mask, luts, g, norms, gains, mode, distance_form,
+                          fc_max, params, out_score[q0 + g, c], out_label[q0 + g, c])
+
+else:
+
+    @njit(inline="always")
+    def _dot_octet(blocked, t0, t1, M, start, stop, weights, o, levels, biases, filter_norms,
+                   filter_gains, form, params, masks, luts, norms, gains, mode, distance_form,
+                   fc_max, out_score, out_label, q0, c):
+        """Never called: ``dot`` is False where the int8 dot product is not available."""
+
+
+def use_dot(bits, blocked, grouped):
+    """Whether a scan should score batches as int8 dot products (see :mod:`.dotscan`)."""
+    return bool(DOT_AVAILABLE and grouped and bits == 4)
+
+
 def tile_blocks_for(blocked):
     """Blocks per tile: about ``TILE_BYTES`` of codes."""
     return max(1, TILE_BYTES // max(1, blocked.shape[1]))
@@ -187,15 +224,18 @@ def tile_blocks_for(blocked):
 @njit(cache=True, fastmath=FASTMATH)
 def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, fc_max, norms,
                 gains, y, q0, n_queries,
-                centroids, bits, mode, distance_form, out_score, out_label, c, tile_blocks):
+                centroids, bits, mode, distance_form, out_score, out_label, c, tile_blocks,
+                dot):
     """Queries ``q0 .. q0 + n_queries - 1`` against blocks ``b0 .. b1 - 1``.
 
     Blocks are taken ``tile_blocks`` at a time and every query of the group
     scans a tile before the next is read: the tile's codes come from cache
     for all but the first query. Within a tile queries go in pairs, both
     tables applied in one pass over each block (shared code loads and nibble
-    splits). Vectors outside ``[start, stop)`` are skipped; the heaps are
-    ``out_score[q, c]`` / ``out_label[q, c]``.
+    splits). With ``dot`` (4-bit codes, see
+    :mod:`tqsearch.kernels.dotscan`) queries go eight at a time as int8 dot
+    products, the rest in pairs. Vectors outside ``[start, stop)`` are skipped;
+    the heaps are ``out_score[q, c]`` / ``out_label[q, c]``.
     """
     M = blocked.shape[1] // 16
     form = (form[0], form[1], form[2], form[3])  # scalars for the filter
@@ -203,14 +243,30 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     luts_u8 = np.empty((n_queries, M, 16), dtype=np.uint8)
     params = np.empty(3 * n_queries, dtype=np.float32)
     groups = np.empty(n_queries, dtype=np.int64)
+    octets = (n_queries // QUERIES_PER_PASS) * QUERIES_PER_PASS if dot else 0
+    weights = np.zeros((n_queries, -(-M // 4) * 4), dtype=np.int8)
+    biases = np.empty(n_queries, dtype=np.int32)
+    masks = np.empty(n_queries, dtype=np.int64)
+    levels = np.zeros(16, dtype=np.uint8)
+    level_scale = 1.0
+    if dot:
+        levels, level_scale = dot_levels(centroids)
     for g in range(n_queries):
         heap_init(out_score[q0 + g, c], out_label[q0 + g, c])
-        groups[g] = _prepare(y[q0 + g], centroids, bits, luts, luts_u8, g, params)
+        if g < octets:
+            prepare_dot(y[q0 + g], centroids, levels, level_scale, luts, weights, biases, g,
+                        params)
+        else:
+            groups[g] = _prepare(y[q0 + g], centroids, bits, luts, luts_u8, g, params)
         params[3 * g + 2] = _lowered(out_score[q0 + g, c, 0], fc_max)
     low = np.int64(0xFFFFFFFF)
     for t0 in range(b0, b1, tile_blocks):
         t1 = min(b1, t0 + tile_blocks)
-        g = 0
+        for o in range(0, octets, QUERIES_PER_PASS):
+            _dot_octet(blocked, t0, t1, M, start, stop, weights, o, levels, biases,
+                       filter_norms, filter_gains, form, params, masks, luts, norms, gains,
+                       mode, distance_form, fc_max, out_score, out_label, q0, c)
+        g = octets
         while g + 1 < n_queries:
             group = min(groups[g], groups[g + 1])
             for b in range(t0, t1):
@@ -247,7 +303,7 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
 @njit(parallel=True, cache=True)
 def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc_max, norms,
                       gains, y, centroids, bits,
-                      mode, distance_form, n_chunks, grouped, tile_blocks, out_score,
+                      mode, distance_form, n_chunks, grouped, tile_blocks, dot, out_score,
                       out_label):
     """Best ``k`` codes of rows ``start .. stop - 1`` for every query.
 
@@ -277,6 +333,9 @@ def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc
     tile_blocks : int
         Blocks per tile the queries of a group scan together (see
         :func:`tile_blocks_for`).
+    dot : bool
+        Score groups' queries eight at a time as int8 dot products (needs
+        ``DOT_AVAILABLE`` and 4-bit codes; see :func:`use_dot`).
     out_score, out_label : float32 / int64 (nq, n_chunks, k), written
     """
     nq = y.shape[0]
@@ -293,7 +352,7 @@ def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc
         _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, fc_max, norms,
                     gains, y, q0,
                     min(per_task, nq - q0), centroids, bits, mode, distance_form, out_score,
-                    out_label, c, tile_blocks)
+                    out_label, c, tile_blocks, dot)
 
 
 #: :func:`scan_blocked_topk` compiled without threads: no thread-pool launch, for

@@ -111,6 +111,10 @@ def _choose_variant():
 #: The variant behind :func:`scan_block` and :func:`scan_blocked` in this process.
 VARIANT = _choose_variant()
 
+#: Whether 4-bit codes can be scored as int8 dot products here (AVX-512 VNNI and
+#: VBMI, with the AVX-512 variant chosen): see :mod:`tqsearch.kernels.dotscan`.
+DOT_AVAILABLE = VARIANT == "avx512" and simd.dot_supported()
+
 
 # ---------------------------------------------------------------------------------
 # Layout: packing and single-nibble access

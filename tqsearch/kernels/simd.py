@@ -532,6 +532,174 @@ def make_filter_intrinsic(width, nq=1, group=1):
     return intrinsic(impl)
 
 
+# ---------------------------------------------------------------------------------
+# 4-bit codes scored as int8 dot products (AVX-512 VNNI + VBMI)
+# ---------------------------------------------------------------------------------
+
+#: Compile-target features of :func:`make_dot_filter_intrinsic`.
+DOT_REQUIRES = ("avx512f", "avx512bw", "avx512vbmi", "avx512vnni")
+
+
+def dot_supported(features=None):
+    """Whether the int8 dot-product filter can be compiled here."""
+    if not _is_x86():
+        return False
+    feats = target_features() if features is None else features
+    return all(f in feats for f in DOT_REQUIRES)
+
+
+# A 64-byte load of the blocked layout holds sub-codes m .. m + 3 (16 bytes each,
+# byte p of each for vectors r(p) and r(p) + 16). Lane L of the dot product wants
+# the 4 sub-codes of one vector together: byte 4 L + t <- byte 16 t + L.
+_TO_VECTOR_MAJOR = [16 * (i % 4) + i // 4 for i in range(64)]
+# Lane L of a 16-lane accumulator is vector r(L) = L // 2 + 8 (L % 2) (+ 16 for the
+# high nibbles); position r of the 32 sums in vector order takes this lane.
+_LANE_OF_ROW = [2 * (r % 8) + (r % 16) // 8 + 16 * (r // 16) for r in range(BLOCK)]
+
+
+def make_dot_filter_intrinsic(nq):
+    """Build the ``@intrinsic`` testing one block of 4-bit codes for ``nq`` queries by int8
+    dot products.
+
+    The returned intrinsic has the Numba signature::
+
+        f(blocked, block_index, M, weights, q0, levels, biases, norms, gains, form,
+          params, masks) -> int64
+
+    ``blocked`` holds 4-bit codes in the fast-scan layout (one coordinate per
+    nibble); ``weights`` is C-contiguous int8 (nq_total, 4 * ceil(M / 4)), the
+    queries quantized per coordinate, zero beyond ``M``; ``levels`` is C-contiguous uint8 (16,),
+    the codebook quantized to int8 plus 128; ``biases`` is int32 (nq_total,),
+    ``128 * sum(weights[q])``. Per query, nibble values go through ``levels``
+    (``vpshufb``, shared by all queries), are regrouped four coordinates per
+    vector (``vpermb``) and multiplied with the weights (``vpdpbusd``), giving the
+    integer sum ``S = sum_j (levels[code_j] - 128) * weights[q, j]``. The row
+    test is then :func:`emit_row_filter` with ``params[3 q : 3 q + 3]`` and the
+    factors of :func:`emit_row_factors` (``norms``, ``gains``, ``form`` as in
+    :func:`make_filter_intrinsic`). Query ``q0 + i``'s 32-bit row mask goes to
+    ``masks[q0 + i]`` (int64 C-contiguous); the OR of all masks is returned.
+    Nothing is bounds-checked: callers check.
+    """
+    fname = f"block_dot_filter_q{nq}"
+
+    def impl(typingctx, blocked, block_index, M, weights, q0, levels, biases, norms, gains,
+             form, params, masks):
+        if not dot_supported():
+            raise TypingError(f"{fname}: the compile target lacks {', '.join(DOT_REQUIRES)}")
+        _check_u8_c(blocked, "blocked", fname)
+        _check_u8_c(levels, "levels", fname)
+        for name, ty, dtype in (("weights", weights, types.int8), ("biases", biases, types.int32),
+                                ("gains", gains, types.uint16), ("masks", masks, types.int64)):
+            if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.layout == "C"):
+                raise TypingError(f"{fname}: {name} must be a C-contiguous {dtype} array, "
+                                  f"got {ty}")
+        for name, ty in (("norms", norms), ("params", params)):
+            _check_f32_c(ty, name, fname)
+        if not (isinstance(form, types.UniTuple) and form.count == 4
+                and form.dtype == types.float32):
+            raise TypingError(f"{fname}: form must be a tuple of 4 float32, got {form}")
+        sig = types.int64(blocked, types.intp, types.intp, weights, types.intp, levels, biases,
+                          norms, gains, form, params, masks)
+
+        def codegen(context, builder, signature, args):
+            a_b, a_m, a_q0 = args[1], args[2], args[4]
+            arr = {i: context.make_array(signature.args[i])(context, builder, args[i])
+                   for i in (0, 3, 5, 6, 7, 8, 10, 11)}
+            c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
+            v64i8, v16i32 = _vec(_i8, 64), _vec(_i32, 16)
+            stride = builder.mul(a_m, c64(16))
+            codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
+                                     [builder.mul(a_b, stride)])
+            table16 = builder.load(builder.bitcast(arr[5].data, _vec(_i8, 16).as_pointer()),
+                                   align=1)
+            table = _shuffle(builder, table16, table16, [i % 16 for i in range(64)])
+            to_vector_major = ir.Constant(v64i8, _TO_VECTOR_MAJOR)
+            permb = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v64i8, [v64i8, v64i8]),
+                "llvm.x86.avx512.permvar.qi.512")
+            dpbusd = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v16i32, [v16i32, v16i32, v16i32]),
+                "llvm.x86.avx512.vpdpbusd.512")
+            weights_base = builder.bitcast(arr[3].data, _i32.as_pointer())
+            words_per_query = builder.udiv(
+                cgutils.unpack_tuple(builder, arr[3].shape, 2)[1], c64(4))
+            accs = []
+            for i in range(nq):
+                q = builder.add(a_q0, c64(i))
+                bias = builder.load(builder.gep(arr[6].data, [q]))
+                start = _splat_value(builder, builder.neg(bias), 16)
+                accs.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
+            def add_step(step, c):
+                """Dot products of the 64 code bytes ``c`` (sub-codes 4 step ..) into the sums."""
+                halves = (builder.and_(c, _splat(_i8, 64, 0x0F)),
+                          builder.lshr(c, _splat(_i8, 64, 4)))
+                operands = []
+                for nib in halves:
+                    lv = _pshufb(builder, 64, table, nib)
+                    operands.append(builder.bitcast(builder.call(permb, [lv, to_vector_major]),
+                                                    v16i32))
+                for i in range(nq):
+                    q = builder.add(a_q0, c64(i))
+                    at = builder.add(builder.mul(q, words_per_query), step)
+                    w = _splat_value(builder, builder.load(builder.gep(weights_base, [at]),
+                                                           align=1), 16)
+                    for h in range(2):
+                        slot = accs[i][h]
+                        builder.store(builder.call(dpbusd, [builder.load(slot), operands[h], w]),
+                                      slot)
+
+            full = builder.udiv(a_m, c64(4))
+            with cgutils.for_range(builder, full, intp=_i64) as step:
+                add_step(step.index, _load_bytes(builder, codes_base,
+                                                 builder.mul(step.index, c64(64)), 64))
+            # the last 1-3 sub-codes: a masked load (absent bytes read as code 0, whose
+            # weights are zero), so that nothing past the block is touched
+            rest = builder.urem(a_m, c64(4))
+            for r in (1, 2, 3):
+                with builder.if_then(builder.icmp_unsigned("==", rest, c64(r))):
+                    ptr = builder.bitcast(
+                        builder.gep(codes_base, [builder.mul(full, c64(64))]),
+                        v64i8.as_pointer())
+                    masked_load = cgutils.get_or_insert_function(
+                        builder.module,
+                        ir.FunctionType(v64i8, [v64i8.as_pointer(), _i32,
+                                                _vec(ir.IntType(1), 64), v64i8]),
+                        "llvm.masked.load.v64i8.p0v64i8")
+                    mask = ir.Constant(_vec(ir.IntType(1), 64), [i < 16 * r for i in range(64)])
+                    c = builder.call(masked_load, [ptr, ir.Constant(_i32, 1), mask,
+                                                   ir.Constant(v64i8, None)])
+                    add_step(full, c)
+            row0 = builder.mul(a_b, c64(BLOCK))
+            form_values = [builder.extract_value(args[9], i) for i in range(4)]
+            steps = [builder.fptosi(v, _i64) for v in form_values[2:]]
+            norms_ptr = builder.gep(arr[7].data, [builder.mul(row0, steps[0])])
+            gains_ptr = builder.gep(arr[8].data, [builder.mul(row0, steps[1])])
+            fa, fc = emit_row_factors(builder, norms_ptr, gains_ptr, form_values[:2])
+            result = c64(0)
+            for i in range(nq):
+                q = builder.add(a_q0, c64(i))
+                sums = _shuffle(builder, builder.load(accs[i][0]), builder.load(accs[i][1]),
+                                _LANE_OF_ROW)
+                at = builder.mul(q, c64(3))
+                p = [builder.load(builder.gep(arr[10].data, [builder.add(at, c64(k))]))
+                     for k in range(3)]
+                mask = builder.zext(emit_row_filter(builder, sums, p[0], p[1], fa, fc, p[2]),
+                                    _i64)
+                builder.store(mask, builder.gep(arr[11].data, [q]))
+                result = builder.or_(result, mask)
+            return result
+
+        return sig, codegen
+
+    impl.__name__ = fname
+    return intrinsic(impl)
+
+
+#: Eight queries per pass over a block (batches), and one.
+block_dot_filter_q8 = make_dot_filter_intrinsic(8)
+block_dot_filter_q1 = make_dot_filter_intrinsic(1)
+
+
 # One intrinsic per (width, group); ``group`` steps are added as bytes before widening.
 block_scan_avx2_g1 = make_block_intrinsic(32, group=1)
 block_scan_avx2_g2 = make_block_intrinsic(32, group=2)
