@@ -48,7 +48,7 @@ from .fastscan import (
     scan_block_filter2,
 )
 from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine
-from .simd import block_dot_filter_q8
+from .simd import block_dot_filter_q1, block_dot_filter_q8
 from .topk import heap_init, heap_push
 
 __all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "filter_fields", "tile_blocks_for",
@@ -185,18 +185,23 @@ def _take(blocked, M, base, mask, luts, q, norms, gains, mode, distance_form, fc
 if DOT_AVAILABLE:
 
     @njit(inline="always", fastmath=FASTMATH)
-    def _dot_octet(blocked, t0, t1, M, start, stop, weights, o, levels, biases, filter_norms,
-                   filter_gains, form, params, masks, luts, norms, gains, mode, distance_form,
-                   fc_max, out_score, out_label, q0, c):
-        """Queries ``o .. o + 7`` of a group against blocks ``t0 .. t1 - 1`` (int8 dots)."""
+    def _dot_pass(blocked, t0, t1, M, start, stop, weights, o, width, levels, biases,
+                  filter_norms, filter_gains, form, params, masks, luts, norms, gains, mode,
+                  distance_form, fc_max, out_score, out_label, q0, c):
+        """Queries ``o .. o + width - 1`` (width 8 or 1) of a group against blocks
+        ``t0 .. t1 - 1``, as int8 dot products."""
         for b in range(t0, t1):
-            hits = block_dot_filter_q8(blocked, b, M, weights, o, levels, biases, filter_norms,
-                                       filter_gains, form, params, masks)
+            if width == QUERIES_PER_PASS:
+                hits = block_dot_filter_q8(blocked, b, M, weights, o, levels, biases,
+                                           filter_norms, filter_gains, form, params, masks)
+            else:
+                hits = block_dot_filter_q1(blocked, b, M, weights, o, levels, biases,
+                                           filter_norms, filter_gains, form, params, masks)
             if hits == 0:
                 continue
             base = b * BLOCK
             rows = _range_mask(base, start, stop)
-            for g in range(o, o + QUERIES_PER_PASS):
+            for g in range(o, o + width):
                 mask = masks[g] & rows
                 if mask != 0:
                     _take(blocked, M, base, mask, luts, g, norms, gains, mode, distance_form,
@@ -205,15 +210,15 @@ if DOT_AVAILABLE:
 else:
 
     @njit(inline="always")
-    def _dot_octet(blocked, t0, t1, M, start, stop, weights, o, levels, biases, filter_norms,
-                   filter_gains, form, params, masks, luts, norms, gains, mode, distance_form,
-                   fc_max, out_score, out_label, q0, c):
+    def _dot_pass(blocked, t0, t1, M, start, stop, weights, o, width, levels, biases,
+                  filter_norms, filter_gains, form, params, masks, luts, norms, gains, mode,
+                  distance_form, fc_max, out_score, out_label, q0, c):
         """Never called: ``dot`` is False where the int8 dot product is not available."""
 
 
 def use_dot(bits, blocked, grouped):
     """Whether a scan should score batches as int8 dot products (see :mod:`.dotscan`)."""
-    return bool(DOT_AVAILABLE and grouped and bits == 4)
+    return bool(DOT_AVAILABLE and bits == 4)
 
 
 def tile_blocks_for(blocked):
@@ -233,8 +238,8 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     for all but the first query. Within a tile queries go in pairs, both
     tables applied in one pass over each block (shared code loads and nibble
     splits). With ``dot`` (4-bit codes, see
-    :mod:`tqsearch.kernels.dotscan`) queries go eight at a time as int8 dot
-    products, the rest in pairs. Vectors outside ``[start, stop)`` are skipped;
+    :mod:`tqsearch.kernels.dotscan`) queries are int8 dot products instead,
+    eight at a time and the rest one by one. Vectors outside ``[start, stop)`` are skipped;
     the heaps are ``out_score[q, c]`` / ``out_label[q, c]``.
     """
     M = blocked.shape[1] // 16
@@ -244,6 +249,7 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     params = np.empty(3 * n_queries, dtype=np.float32)
     groups = np.empty(n_queries, dtype=np.int64)
     octets = (n_queries // QUERIES_PER_PASS) * QUERIES_PER_PASS if dot else 0
+    dots = n_queries if dot else 0  # the rest of the octets go one at a time
     weights = np.zeros((n_queries, -(-M // 4) * 4), dtype=np.int8)
     biases = np.empty(n_queries, dtype=np.int32)
     masks = np.empty(n_queries, dtype=np.int64)
@@ -253,7 +259,7 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
         levels, level_scale = dot_levels(centroids)
     for g in range(n_queries):
         heap_init(out_score[q0 + g, c], out_label[q0 + g, c])
-        if g < octets:
+        if g < dots:
             prepare_dot(y[q0 + g], centroids, levels, level_scale, luts, weights, biases, g,
                         params)
         else:
@@ -263,10 +269,14 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     for t0 in range(b0, b1, tile_blocks):
         t1 = min(b1, t0 + tile_blocks)
         for o in range(0, octets, QUERIES_PER_PASS):
-            _dot_octet(blocked, t0, t1, M, start, stop, weights, o, levels, biases,
-                       filter_norms, filter_gains, form, params, masks, luts, norms, gains,
-                       mode, distance_form, fc_max, out_score, out_label, q0, c)
-        g = octets
+            _dot_pass(blocked, t0, t1, M, start, stop, weights, o, QUERIES_PER_PASS, levels,
+                      biases, filter_norms, filter_gains, form, params, masks, luts, norms,
+                      gains, mode, distance_form, fc_max, out_score, out_label, q0, c)
+        for o in range(octets, dots):
+            _dot_pass(blocked, t0, t1, M, start, stop, weights, o, 1, levels, biases,
+                      filter_norms, filter_gains, form, params, masks, luts, norms, gains,
+                      mode, distance_form, fc_max, out_score, out_label, q0, c)
+        g = dots
         while g + 1 < n_queries:
             group = min(groups[g], groups[g + 1])
             for b in range(t0, t1):
@@ -334,8 +344,8 @@ def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc
         Blocks per tile the queries of a group scan together (see
         :func:`tile_blocks_for`).
     dot : bool
-        Score groups' queries eight at a time as int8 dot products (needs
-        ``DOT_AVAILABLE`` and 4-bit codes; see :func:`use_dot`).
+        Score queries as int8 dot products, eight per pass where a group has them
+        (needs ``DOT_AVAILABLE`` and 4-bit codes; see :func:`use_dot`).
     out_score, out_label : float32 / int64 (nq, n_chunks, k), written
     """
     nq = y.shape[0]

@@ -695,7 +695,7 @@ def make_dot_filter_intrinsic(nq):
     return intrinsic(impl)
 
 
-#: Eight queries per pass over a block (batches), and one.
+#: Eight queries per pass over a block (batches), and one (single queries, leftovers).
 block_dot_filter_q8 = make_dot_filter_intrinsic(8)
 block_dot_filter_q1 = make_dot_filter_intrinsic(1)
 
