@@ -50,6 +50,7 @@ from .kernels.encode import (
     column_sums,
     encode_rows,
     pack_signs,
+    prepare_rows,
     row_norms,
     row_norms_serial,
     unpack_indices,
@@ -70,6 +71,7 @@ SCALE_SEARCH = np.array([0.8, 0.9, 1.0, 1.15, 1.3], dtype=np.float32)
 
 
 _NO_BLOCKS = np.empty((0, 0), dtype=np.uint8)
+_NO_MEAN = np.empty(0, dtype=np.float32)
 
 
 class EncodedBatch:
@@ -287,9 +289,12 @@ class TurboQuantCodec:
             ``||q - mu||^2`` (``mu = 0`` without centring); in the distance
             form, ``||q - x||^2 = sq_norms - similarity``.
         """
-        xq = self._centred(xq)
-        sq_norms = np.einsum("ij,ij->i", xq, xq).astype(np.float32)
-        y = self.rotation.apply(xq)
+        xq = np.ascontiguousarray(xq, dtype=np.float32)
+        centred = np.empty_like(xq)
+        sq_norms = np.empty(xq.shape[0], dtype=np.float32)
+        prepare_rows(xq, self.metric == "cosine", self.mean if self.center else _NO_MEAN,
+                     centred, sq_norms)
+        y = self.rotation.apply(centred)
         if self.qjl:
             y_sign = multiply_rows(y, self.qjl_matrix)
         else:

@@ -90,6 +90,41 @@ row_norms_serial = serial_twin(row_norms, "row_norms_serial", fastmath=FASTMATH)
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def prepare_rows(x, unit, mean, out, sq_norms):
+    """``out[i] = x[i] / ||x[i]|| (if unit) - mean``, and ``sq_norms[i] = ||out[i]||^2``.
+
+    The query side of the codec in one pass (zero rows stay zero before the
+    mean is subtracted).
+
+    Parameters
+    ----------
+    x : float32 (n, d)
+    unit : bool
+    mean : float32 (d,) or (0,)
+        Subtracted when it has ``d`` entries.
+    out : float32 (n, d), written
+    sq_norms : float32 (n,), written
+    """
+    n, d = x.shape
+    centre = mean.shape[0] == d
+    for i in range(n):
+        scale = np.float32(1.0)
+        if unit:
+            acc = np.float32(0.0)
+            for j in range(d):
+                acc += x[i, j] * x[i, j]
+            scale = np.float32(1.0) / np.sqrt(acc) if acc > 0 else np.float32(1.0)
+        sq = np.float32(0.0)
+        for j in range(d):
+            v = x[i, j] * scale
+            if centre:
+                v -= mean[j]
+            out[i, j] = v
+            sq += v * v
+        sq_norms[i] = sq
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def column_sums(x, unit, out):
     """``out = sum_i x[i]`` (``x[i] / ||x[i]||`` if ``unit``), accumulated in float64.
 
