@@ -228,19 +228,18 @@ def tile_blocks_for(blocked):
 
 @njit(cache=True, fastmath=FASTMATH)
 def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, fc_max, norms,
-                gains, y, q0, n_queries,
-                centroids, bits, mode, distance_form, out_score, out_label, c, tile_blocks,
-                dot):
+                gains, y, q0, n_queries, centroids, bits, mode, distance_form, out_score,
+                out_label, c, tile_blocks, dot):
     """Queries ``q0 .. q0 + n_queries - 1`` against blocks ``b0 .. b1 - 1``.
 
     Blocks are taken ``tile_blocks`` at a time and every query of the group
     scans a tile before the next is read: the tile's codes come from cache
     for all but the first query. Within a tile queries go in pairs, both
     tables applied in one pass over each block (shared code loads and nibble
-    splits). With ``dot`` (4-bit codes, see
-    :mod:`tqsearch.kernels.dotscan`) queries are int8 dot products instead,
-    eight at a time and the rest one by one. Vectors outside ``[start, stop)`` are skipped;
-    the heaps are ``out_score[q, c]`` / ``out_label[q, c]``.
+    splits). With ``dot`` (4-bit codes, see :mod:`tqsearch.kernels.dotscan`)
+    queries are int8 dot products instead, eight at a time and the rest one by
+    one. Vectors outside ``[start, stop)`` are skipped; the heaps are
+    ``out_score[q, c]`` / ``out_label[q, c]``.
     """
     M = blocked.shape[1] // 16
     form = (form[0], form[1], form[2], form[3])  # scalars for the filter
@@ -299,8 +298,7 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
         if g < n_queries:
             for b in range(t0, t1):
                 mask = scan_block_filter(blocked, b, M, luts_u8, g, filter_norms, filter_gains,
-                                         form, params,
-                                         groups[g])
+                                         form, params, groups[g])
                 if mask == 0:
                     continue
                 base = b * BLOCK
@@ -312,9 +310,8 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
 
 @njit(parallel=True, cache=True)
 def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc_max, norms,
-                      gains, y, centroids, bits,
-                      mode, distance_form, n_chunks, grouped, tile_blocks, dot, out_score,
-                      out_label):
+                      gains, y, centroids, bits, mode, distance_form, n_chunks, grouped,
+                      tile_blocks, dot, out_score, out_label):
     """Best ``k`` codes of rows ``start .. stop - 1`` for every query.
 
     Parameters
@@ -360,9 +357,8 @@ def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc
         b0 = first_block + c * per_chunk
         b1 = min(last_block, b0 + per_chunk)
         _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, fc_max, norms,
-                    gains, y, q0,
-                    min(per_task, nq - q0), centroids, bits, mode, distance_form, out_score,
-                    out_label, c, tile_blocks, dot)
+                    gains, y, q0, min(per_task, nq - q0), centroids, bits, mode, distance_form,
+                    out_score, out_label, c, tile_blocks, dot)
 
 
 #: :func:`scan_blocked_topk` compiled without threads: no thread-pool launch, for

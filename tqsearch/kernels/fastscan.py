@@ -574,9 +574,9 @@ def scan_block_filter_portable(blocked, block_index, M, luts, q, norms, gains, f
 def scan_block_filter2_portable(blocked, block_index, M, luts, q, norms, gains, form, params,
                                 group=1):
     """:func:`scan_block_filter2` in plain Numba; unchecked."""
-    return (_filter_portable(blocked, block_index, M, luts, q, norms, gains, form, params)
-            | (_filter_portable(blocked, block_index, M, luts, q + 1, norms, gains, form,
-               params) << 32))
+    first = _filter_portable(blocked, block_index, M, luts, q, norms, gains, form, params)
+    second = _filter_portable(blocked, block_index, M, luts, q + 1, norms, gains, form, params)
+    return first | (second << 32)
 
 
 @njit(cache=True)
