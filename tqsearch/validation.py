@@ -34,9 +34,7 @@ def as_matrix(x, d: int | None = None, *, name: str = "x") -> np.ndarray:
         If ``x`` is not 2-D, has the wrong number of columns, or holds NaN/inf.
     """
     arr = np.asarray(x)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
+    if arr.dtype.kind not in "fiu":  # float, signed or unsigned integer
         raise TypeError(
             f"{name} must hold real numbers, got dtype {arr.dtype}; "
             f"convert it with np.asarray({name}, dtype=np.float32)"
@@ -51,14 +49,24 @@ def as_matrix(x, d: int | None = None, *, name: str = "x") -> np.ndarray:
         )
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    # min/max propagate NaN and show infinities without a boolean temporary
-    if out.size and not (np.isfinite(out.min()) and np.isfinite(out.max())):
+    if out.size and not _all_finite(out):
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
         raise ValueError(
             f"{name} contains NaN or infinite values (first bad row: {int(bad[0])}); "
             "clean or drop those rows first"
         )
     return out
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    if x.size <= _SMALL:
+        return bool(np.isfinite(x).all())
+    # min/max propagate NaN and show infinities without a boolean temporary
+    return bool(np.isfinite(x.min()) and np.isfinite(x.max()))
+
+
+# Up to this many elements a boolean temporary is cheaper than two reductions.
+_SMALL = 1 << 16
 
 
 def check_positive_int(value, name: str) -> int:
