@@ -125,41 +125,36 @@ def butterfly4(typingctx, tile, j, h):
     return sig, codegen
 
 
-@intrinsic
-def move_row(typingctx, dst, j, src, k, factor):
-    """``dst[j, :] = src[k, :] * factor`` (``dst`` and ``src`` may be the same tile)."""
-    _check_tile(dst, "move_row", "dst")
-    _check_tile(src, "move_row", "src")
-    sig = types.void(dst, types.intp, src, types.intp, types.float32)
+def _make_row_update(accumulate):
+    fname = "add_row" if accumulate else "move_row"
 
-    def codegen(context, builder, signature, args):
-        out = context.make_array(signature.args[0])(context, builder, args[0]).data
-        inp = context.make_array(signature.args[2])(context, builder, args[2]).data
-        value = _load(builder, _row_pointer(builder, inp, args[3]))
-        _store(builder, builder.fmul(value, _splat(builder, args[4])),
-               _row_pointer(builder, out, args[1]))
-        return context.get_dummy_value()
+    def impl(typingctx, dst, j, src, k, factor):
+        _check_tile(dst, fname, "dst")
+        _check_tile(src, fname, "src")
+        sig = types.void(dst, types.intp, src, types.intp, types.float32)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            out = context.make_array(signature.args[0])(context, builder, args[0]).data
+            inp = context.make_array(signature.args[2])(context, builder, args[2]).data
+            target = _row_pointer(builder, out, args[1])
+            value = builder.fmul(_load(builder, _row_pointer(builder, inp, args[3])),
+                                 _splat(builder, args[4]))
+            if accumulate:
+                value = builder.fadd(_load(builder, target), value)
+            _store(builder, value, target)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    impl.__name__ = fname
+    impl.__doc__ = ("``dst[j, :] += src[k, :] * factor``." if accumulate else
+                    "``dst[j, :] = src[k, :] * factor`` (``dst`` and ``src`` may be the "
+                    "same tile).")
+    return intrinsic(impl)
 
 
-@intrinsic
-def add_row(typingctx, dst, j, src, k, factor):
-    """``dst[j, :] += src[k, :] * factor``."""
-    _check_tile(dst, "add_row", "dst")
-    _check_tile(src, "add_row", "src")
-    sig = types.void(dst, types.intp, src, types.intp, types.float32)
-
-    def codegen(context, builder, signature, args):
-        out = context.make_array(signature.args[0])(context, builder, args[0]).data
-        inp = context.make_array(signature.args[2])(context, builder, args[2]).data
-        target = _row_pointer(builder, out, args[1])
-        value = builder.fmul(_load(builder, _row_pointer(builder, inp, args[3])),
-                             _splat(builder, args[4]))
-        _store(builder, builder.fadd(_load(builder, target), value), target)
-        return context.get_dummy_value()
-
-    return sig, codegen
+move_row = _make_row_update(False)
+add_row = _make_row_update(True)
 
 
 @intrinsic
