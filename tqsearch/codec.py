@@ -52,7 +52,6 @@ from .kernels.encode import (
     pack_signs,
     prepare_rows,
     row_norms,
-    row_norms_serial,
     unpack_indices,
 )
 from .kernels.scan import GAIN_ONE, MODE_CORRECTED, MODE_MSE, MODE_QJL
@@ -193,7 +192,7 @@ class TurboQuantCodec:
         """Split rows into norms and unit directions (zero rows stay zero)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         norms = np.empty(x.shape[0], dtype=np.float32)
-        (row_norms if x.shape[0] > 16 else row_norms_serial)(x, norms)
+        row_norms(x, norms)
         safe = np.where(norms > 0, norms, np.float32(1.0))
         return x / safe[:, None], norms
 

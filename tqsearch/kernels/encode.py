@@ -13,7 +13,6 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
-from . import serial_twin
 from .lanes import (
     LANES,
     add_row,
@@ -83,10 +82,6 @@ def row_norms(x, out):
         for j in range(d):
             acc += x[i, j] * x[i, j]
         out[i] = np.sqrt(acc)
-
-
-#: :func:`row_norms` without threads, for a few rows.
-row_norms_serial = serial_twin(row_norms, "row_norms_serial", fastmath=FASTMATH)
 
 
 @njit(cache=True, fastmath=FASTMATH)
