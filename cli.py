@@ -123,8 +123,10 @@ def _default_metric(path: str) -> str:
               help="Default: from the HDF5 'distance' attribute, else ip.")
 @click.option("--rotation", type=click.Choice(("hadamard", "dense")), default="hadamard",
               show_default=True)
-@click.option("--estimator", type=click.Choice(("corrected", "mse")), default="corrected",
-              show_default=True, help="mse: the paper's plain estimator (2 bytes less).")
+@click.option("--estimator", type=click.Choice(("corrected", "mse", "pca")), default="corrected",
+              show_default=True,
+              help="mse: the paper's plain estimator (2 bytes less); pca: trained axes and "
+                   "nibble codebooks (1-4 bits; best recall at 2-3 bits on most data).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--keep-vectors", is_flag=True,
               help="Also store the float32 vectors, for query --rerank.")

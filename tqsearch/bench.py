@@ -57,6 +57,7 @@ __all__ = [
 # Interleaving order within a bit width.
 FAMILIES = (
     "tqsearch",
+    "tqsearch-pca",
     "tqsearch-mse",
     "tqsearch-qjl",
     "tqsearch-rerank",
@@ -156,7 +157,8 @@ class TqsearchMethod(Method):
     d, bits : int
     metric : {"ip", "cosine", "l2"}
         Passed to the index, which normalises by itself for cosine.
-    variant : {"default", "mse", "qjl", "rerank"}
+    variant : {"default", "pca", "mse", "qjl", "rerank"}
+        ``"pca"``: the trained codec (principal axes, nibble codebooks);
         ``"mse"``: the paper's plain estimator; ``"qjl"``: with the 1-bit
         QJL residual; ``"rerank"``: ``keep_vectors=True`` and an exact
         re-score of ``10 * k`` candidates.
@@ -173,8 +175,8 @@ class TqsearchMethod(Method):
             raise Unavailable(f"tqsearch index not importable: {e}") from None
         kwargs = {"metric": metric}
         self.rerank = None
-        if variant == "mse":
-            kwargs["estimator"] = "mse"
+        if variant in ("mse", "pca"):
+            kwargs["estimator"] = variant
         elif variant == "qjl":
             kwargs["qjl"] = True
         elif variant == "rerank":

@@ -46,6 +46,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codebook import lloyd_max
+from .kernels.books import encode_books
 from .kernels.encode import (
     column_sums,
     encode_rows,
@@ -55,12 +56,13 @@ from .kernels.encode import (
     unpack_indices,
 )
 from .kernels.scan import GAIN_ONE, MODE_CORRECTED, MODE_MSE, MODE_QJL
-from .rotation import Rotation, make_rotation, multiply_rows
+from .pca import PcaCodebook, fit_pca_codebook
+from .rotation import DenseRotation, Rotation, make_rotation, multiply_rows
 
-__all__ = ["TurboQuantCodec", "ESTIMATORS", "METRICS"]
+__all__ = ["TurboQuantCodec", "PcaCodec", "make_codec", "ESTIMATORS", "METRICS"]
 
 METRICS = ("ip", "cosine", "l2")
-ESTIMATORS = ("corrected", "mse")
+ESTIMATORS = ("corrected", "mse", "pca")
 
 # Candidate rescalings of the codebook per vector (corrected estimator). The
 # best scale is rarely outside [0.8, 1.3] (it grows with the bit width: the
@@ -267,6 +269,10 @@ class TurboQuantCodec:
             c = c + (signs @ self.qjl_matrix) * scale[:, None]
         elif self.has_gains:
             c = c * (batch.gains.astype(np.float32) / np.float32(GAIN_ONE))[:, None]
+        return self._unrotate(c, batch)
+
+    def _unrotate(self, c: np.ndarray, batch: EncodedBatch) -> np.ndarray:
+        """``x_hat`` from its rotated, gain-scaled direction ``c`` (float (n, d))."""
         x = self.rotation.inverse(np.ascontiguousarray(c, dtype=np.float32))
         if self.has_norms:
             x *= batch.norms[:, None]
@@ -323,6 +329,115 @@ class TurboQuantCodec:
         if self.has_gains:
             gains = np.ascontiguousarray(rows[:, at:at + 2]).view("<u2").ravel().astype(np.uint16)
         return EncodedBatch(codes, norms, gains)
+
+
+class PcaCodec(TurboQuantCodec):
+    """Trained codec: principal axes and nibble codebooks (``estimator="pca"``).
+
+    Vectors are normalised and centred as for TurboQuant; the unit vector
+    ``u`` is projected on principal axes learnt from a sample (the codec's
+    rotation is that basis, a :class:`DenseRotation`) and coded nibble by
+    nibble with the codebooks of :mod:`tqsearch.pca`, each nibble the nearest
+    of 16 centroids over a group of axes. Per vector it keeps the norm and the
+    corrected estimator's gain ``1 / <u, u_hat>`` (with the per-vector scale
+    search of the corrected estimator), so scores are ``n <R q, u_hat> / <u,
+    u_hat>`` like TurboQuant's, at the same bytes per vector.
+
+    ``bits`` is the average over coordinates (1 to 4); the codec must be
+    trained (:meth:`fit`) before it codes anything.
+    """
+
+    def __init__(self, d, bits, metric, seed=0, center=False,
+                 codebook: PcaCodebook | None = None):
+        super().__init__(d, bits, metric, False, DenseRotation(d, matrix=np.eye(d)),
+                         "corrected", seed=seed, center=center)
+        self.estimator = "pca"
+        self.seed = seed
+        self.nibbles = -(-d * bits // 4)
+        self.codebook = None
+        if codebook is not None:
+            self.set_codebook(codebook)
+
+    @property
+    def mode(self) -> int:
+        return MODE_CORRECTED
+
+    @property
+    def trained(self) -> bool:
+        return self.codebook is not None
+
+    def set_codebook(self, codebook: PcaCodebook) -> None:
+        """Adopt trained axes and codebooks (checked against ``d`` and ``bits``)."""
+        d, m = self.d, self.nibbles
+        if (codebook.basis.shape != (d, d) or codebook.coords.ndim != 2
+                or codebook.coords.shape[0] != m
+                or codebook.books.shape != (m, 16, codebook.coords.shape[1])):
+            raise ValueError(f"PCA codebook shapes {codebook.basis.shape}, "
+                             f"{codebook.coords.shape}, {codebook.books.shape} do not fit "
+                             f"d={d}, {m} nibbles")
+        coords = np.ascontiguousarray(codebook.coords, dtype=np.int32)
+        if coords.min() < -1 or coords.max() >= d:
+            raise ValueError("PCA codebook refers to axes outside 0..d-1")
+        self.codebook = PcaCodebook(np.ascontiguousarray(codebook.basis, dtype=np.float32),
+                                    coords,
+                                    np.ascontiguousarray(codebook.books, dtype=np.float32))
+        self.rotation = DenseRotation(d, matrix=self.codebook.basis)
+
+    def fit(self, x: np.ndarray) -> None:
+        """Learn the mean (when centring), axes and codebooks from float32 (n, d) vectors."""
+        if self.center:
+            self.fit_mean(x)
+        units, _ = self.normalize(self._centred(x))
+        self.set_codebook(fit_pca_codebook(units, self.bits, self.seed))
+
+    @property
+    def books(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(coords, books)`` for the scan kernels' tables."""
+        return self.codebook.coords, self.codebook.books
+
+    def encode(self, x: np.ndarray, blocked: np.ndarray | None = None,
+               first_block: int = 0) -> EncodedBatch:
+        """Code float32 (n, d) vectors as packed nibble rows (``blocked`` is not used)."""
+        units, norms = self.normalize(self._centred(x))
+        if self.center and self.metric == "cosine":
+            zero = ~x.any(axis=1)
+            norms[zero] = -norms[zero]  # no direction: flagged as TurboQuant's codes are
+        projected = self.rotation.apply(units)
+        n = x.shape[0]
+        codes = np.empty((n, self.code_bytes), dtype=np.uint8)
+        dots = np.empty(n, dtype=np.float32)
+        encode_books(projected, *self.books, self.scales, codes, dots)
+        gains = _to_fixed(np.divide(1.0, dots, out=np.zeros_like(dots), where=dots > 0))
+        if not self.has_norms:
+            norms = np.empty(0, dtype=np.float32)
+        return EncodedBatch(codes, norms, gains)
+
+    def indices(self, codes: np.ndarray) -> np.ndarray:
+        """Centroid numbers, uint8 (n, M), of packed nibble rows."""
+        codes = np.ascontiguousarray(codes)
+        nib = np.empty((codes.shape[0], 2 * codes.shape[1]), dtype=np.uint8)
+        nib[:, 0::2] = codes & 15
+        nib[:, 1::2] = codes >> 4
+        return nib[:, :self.nibbles]
+
+    def decode(self, batch: EncodedBatch) -> np.ndarray:
+        """Reconstructions float32 (n, d); ``<q, x_hat>`` is the estimate (see the parent)."""
+        coords, books = self.books
+        picks = self.indices(batch.codes)
+        c = np.zeros((picks.shape[0], self.d), dtype=np.float32)
+        for t in range(coords.shape[1]):
+            live = coords[:, t] >= 0
+            axes = coords[live, t]
+            c[:, axes] += books[np.flatnonzero(live), picks[:, live], t]
+        c *= (batch.gains.astype(np.float32) / np.float32(GAIN_ONE))[:, None]
+        return self._unrotate(c, batch)
+
+
+def make_codec(d, bits, metric, qjl, rotation, estimator, seed, center=False):
+    """The codec of an index's parameters (``estimator="pca"`` ignores ``rotation``)."""
+    if estimator == "pca":
+        return PcaCodec(d, bits, metric, seed=seed, center=center)
+    return TurboQuantCodec.create(d, bits, metric, qjl, rotation, estimator, seed, center)
 
 
 def _to_fixed(values: np.ndarray) -> np.ndarray:

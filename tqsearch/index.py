@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from .codebook import MAX_BITS
-from .codec import ESTIMATORS, METRICS, TurboQuantCodec
+from .codec import ESTIMATORS, METRICS, make_codec
 from .config import ADD_CHUNK
 from .kernels.blocked_scan import (
     filter_fields,
@@ -50,9 +50,15 @@ class TurboQuantIndex:
         Randomized Hadamard (O(d log d)) or Haar-random dense (O(d^2)) rotation.
     seed : int, default 0
         Seed of the rotation (and QJL projection): same seed, same codes.
-    estimator : {"corrected", "mse"}, default "corrected"
+    estimator : {"corrected", "mse", "pca"}, default "corrected"
         "mse" is the paper's TurboQuant_mse estimate; "corrected" divides by the
         per-vector ``<u, c(u)>`` (2 more bytes per vector) and ranks better.
+        "pca" is trained (:mod:`tqsearch.pca`): principal axes instead of the
+        random rotation, bits spent where the data varies, 16 centroids per
+        nibble over a group of axes, with the corrected estimator's factors;
+        same bytes per vector, usually the best recall at 1 to 3 bits on
+        real embeddings (1 to 4 bits; ``rotation`` does not apply; needs
+        :meth:`train`, or takes its sample from the first batch added).
     keep_vectors : {None, "float32", "float16"}, default None
         Also keep the original vectors (cosine: normalised) so that
         ``search(..., rerank=F)`` can re-score ``F * k`` candidates exactly.
@@ -105,22 +111,26 @@ class TurboQuantIndex:
             raise ValueError(
                 f"qjl=True needs bits >= 2 (bits - 1 for the codebook plus 1 QJL bit), "
                 f"got bits={bits}; use qjl=False or more bits")
+        if estimator == "pca" and (qjl or bits > 4):
+            raise ValueError(
+                f"estimator='pca' codes 1 to 4 bits per coordinate without QJL, got "
+                f"bits={bits}, qjl={qjl}; use estimator='corrected' for these")
         if keep_vectors not in (None, *RAW_DTYPES):
             raise ValueError(
                 f"keep_vectors must be None, 'float32' or 'float16', got {keep_vectors!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if center is None:
-            center = estimator == "corrected" and not qjl and metric != "ip"
+            center = estimator in ("corrected", "pca") and not qjl and metric != "ip"
         elif not isinstance(center, (bool, np.bool_)):
             raise TypeError(f"center must be True, False or None, got {center!r}")
         elif center and metric == "ip":
             raise ValueError("center=True applies to metric 'l2' or 'cosine', not 'ip'")
         self.seed = int(seed)
         self.keep_vectors = keep_vectors
-        self.codec = TurboQuantCodec.create(d, int(bits), metric, bool(qjl), rotation,
-                                            estimator, self.seed, center=bool(center))
-        self.is_trained = not self.codec.center
+        self.codec = make_codec(d, int(bits), metric, bool(qjl), rotation, estimator, self.seed,
+                                center=bool(center))
+        self.is_trained = not self.codec.center and estimator != "pca"
         self._store = CodeStore(self.codec, keep_vectors)
         self.n_threads = None
 
@@ -149,6 +159,8 @@ class TurboQuantIndex:
         fixed += [a for a in codec.rotation.kernel_args() if isinstance(a, np.ndarray)]
         fixed += [a for a in codec.rotation.kernel_args(True) if isinstance(a, np.ndarray)]
         fixed += [a for a in (codec.mean, codec.qjl_matrix) if a is not None]
+        if codec.estimator == "pca" and codec.trained:
+            fixed += list(codec.books)
         unique = {id(a): a for a in fixed}
         return self._store.nbytes + int(sum(a.nbytes for a in unique.values()))
 
@@ -168,22 +180,28 @@ class TurboQuantIndex:
 
     # -- building ------------------------------------------------------------
     def train(self, x):
-        """Take the centering mean from ``x`` (float (n, d)); a no-op without centering.
+        """Learn what the codes depend on from ``x`` (float (n, d)).
 
         TurboQuant itself needs no training. With ``center`` on, the mean of
-        the vectors is the one statistic kept; ``add`` takes it from its first
-        batch when ``train`` was not called. Training after vectors were added
-        is an error (their codes depend on the mean).
+        the vectors is the one statistic kept; the "pca" estimator also learns
+        its axes and codebooks (from at most ``tqsearch.pca.TRAIN_ROWS`` rows
+        of ``x``). ``add`` trains on its first batch when ``train`` was not
+        called. Training after vectors were added is an error (their codes
+        depend on it).
         """
         x = as_matrix(x, self.d, name="x")
-        if not self.codec.center:
+        pca = self.codec.estimator == "pca"
+        if not (self.codec.center or pca):
             return
         if self.ntotal:
             raise ValueError("train() must come before add(): the index already holds codes "
                              "relative to its current mean; call reset() first")
         if x.shape[0] == 0:
             raise ValueError("train() needs at least one vector")
-        self.codec.fit_mean(x)
+        if pca:
+            self.codec.fit(x)
+        else:
+            self.codec.fit_mean(x)
         self.is_trained = True
 
     def add(self, x, *, progress: Callable[[int], None] | None = None):
@@ -239,8 +257,11 @@ class TurboQuantIndex:
 
     def _check_trained(self, call):
         if not self.is_trained:
-            raise ValueError(f"{call} needs the centring mean: call train(x) (or add vectors) "
-                             "first, or build the index with center=False")
+            what = ("its trained axes and codebooks" if self.estimator == "pca"
+                    else "the centring mean")
+            raise ValueError(f"{call} needs {what}: call train(x) (or add vectors) first"
+                             + ("" if self.estimator == "pca"
+                                else ", or build the index with center=False"))
 
     def sa_decode(self, codes) -> np.ndarray:
         """Reconstructions float32 (n, d) of uint8 (n, code_size) codes."""
@@ -356,10 +377,12 @@ class TurboQuantIndex:
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
         if stop > start and store.layout == "blocked":
             grouped = nq >= 2 * threads
+            coords, books = codec.books if codec.estimator == "pca" else _NO_BOOKS
             args = (store.codes, start, stop, *self._filter_fields(), store.field("norms"),
-                    store.field("gains"), y, codec.centroids, codec.index_bits, codec.mode,
-                    codec.distance_form, n_chunks, grouped, tile_blocks_for(store.codes),
-                    use_dot(codec.index_bits, store.codes, grouped), out_s, out_i)
+                    store.field("gains"), y, codec.centroids, codec.index_bits, coords, books,
+                    codec.mode, codec.distance_form, n_chunks, grouped,
+                    tile_blocks_for(store.codes),
+                    use_dot(codec.index_bits, store.codes, grouped, books), out_s, out_i)
             if threads == 1 or nq * n_chunks == 1:
                 scan_blocked_topk_serial(*args)  # no thread-pool launch for one task
             else:
@@ -386,6 +409,10 @@ class TurboQuantIndex:
             cached = (store.n, arrays, fields)
             self._filter_cache = cached
         return cached[2]
+
+
+# stand-ins for the nibble codebooks of the PCA codec (TurboQuant tables come from centroids)
+_NO_BOOKS = (np.empty((0, 1), dtype=np.int32), np.empty((0, 16, 1), dtype=np.float32))
 
 
 class _threads:

@@ -30,6 +30,7 @@ import numpy as np
 
 from .codec import TurboQuantCodec
 from .index import TurboQuantIndex
+from .pca import PcaCodebook
 from .rotation import from_state
 
 __all__ = ["write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
@@ -188,6 +189,10 @@ def _arrays_of(index: TurboQuantIndex) -> dict[str, np.ndarray]:
         arrays["qjl.matrix"] = codec.qjl_matrix
     if codec.center:
         arrays["codebook.mean"] = codec.mean
+    if codec.estimator == "pca" and codec.trained:
+        coords, books = codec.books
+        arrays["codebook.coords"] = coords
+        arrays["codebook.books"] = books
     for name, arr in index._store.state().items():
         arrays[f"store.{name}"] = arr
     return arrays
@@ -211,6 +216,9 @@ def _index_from(params, arrays, path) -> TurboQuantIndex:
             codec.qjl_matrix = np.ascontiguousarray(arrays["qjl.matrix"], np.float32)
         if codec.center:
             codec.mean = np.ascontiguousarray(arrays["codebook.mean"], np.float32)
+        if codec.estimator == "pca" and params["trained"]:
+            codec.set_codebook(PcaCodebook(codec.rotation.matrix, arrays["codebook.coords"],
+                                           arrays["codebook.books"]))
         index.is_trained = bool(params["trained"])
         store = {name.split(".", 1)[1]: arr for name, arr in arrays.items()
                  if name.startswith("store.")}

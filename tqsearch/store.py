@@ -28,8 +28,8 @@ RAW_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 def blocked_layout_fits(codec: TurboQuantCodec) -> bool:
-    """Whether the codec's codes are whole nibbles (1, 2 or 4 bits, no QJL)."""
-    return not codec.qjl and codec.index_bits in (1, 2, 4)
+    """Whether the codec's codes are whole nibbles (1, 2 or 4 bits, no QJL; any PCA codes)."""
+    return codec.estimator == "pca" or (not codec.qjl and codec.index_bits in (1, 2, 4))
 
 
 class CodeStore:

@@ -38,6 +38,7 @@ from numba import njit, prange
 
 from ..config import FASTMATH
 from . import serial_twin
+from .books import book_lut
 from .dotscan import DOT_AVAILABLE, QUERIES_PER_PASS, dot_levels, prepare_dot
 from .fastscan import (
     BLOCK,
@@ -126,15 +127,20 @@ def _lowered(threshold, fc_max):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _prepare(y, centroids, bits, luts, luts_u8, q, params):
+def _prepare(y, centroids, bits, coords, books, luts, luts_u8, q, params):
     """Float and quantized tables of one query, and its filter's offset and scale.
 
+    The table comes from the nibble codebooks ``books`` when there are any
+    (the PCA codec, :mod:`.books`), else from the scalar ``centroids``.
     Writes ``luts[q]``, ``luts_u8[q]``, ``params[3 q : 3 q + 2]``; returns the
     byte grouping that is exact for the quantized table.
     """
     M = luts.shape[1]
     lut = luts[q]
-    build_field_lut(y, centroids, bits, lut)
+    if books.shape[0] > 0:
+        book_lut(y, coords, books, lut)
+    else:
+        build_field_lut(y, centroids, bits, lut)
     scale, bias = quantize_lut(lut, luts_u8[q], 1)
     # exact bound on |float table sum - (bias + scale * integer sum)|
     err = 0.0
@@ -216,9 +222,10 @@ else:
         """Never called: ``dot`` is False where the int8 dot product is not available."""
 
 
-def use_dot(bits, blocked, grouped):
-    """Whether a scan should score batches as int8 dot products (see :mod:`.dotscan`)."""
-    return bool(DOT_AVAILABLE and bits == 4)
+def use_dot(bits, blocked, grouped, books=None):
+    """Whether a scan should score batches as int8 dot products (see :mod:`.dotscan`):
+    4-bit TurboQuant codes (not nibble codebooks) where the instructions exist."""
+    return bool(DOT_AVAILABLE and bits == 4 and (books is None or books.shape[0] == 0))
 
 
 def tile_blocks_for(blocked):
@@ -228,8 +235,8 @@ def tile_blocks_for(blocked):
 
 @njit(cache=True, fastmath=FASTMATH)
 def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, fc_max, norms,
-                gains, y, q0, n_queries, centroids, bits, mode, distance_form, out_score,
-                out_label, c, tile_blocks, dot):
+                gains, y, q0, n_queries, centroids, bits, coords, books, mode, distance_form,
+                out_score, out_label, c, tile_blocks, dot):
     """Queries ``q0 .. q0 + n_queries - 1`` against blocks ``b0 .. b1 - 1``.
 
     Blocks are taken ``tile_blocks`` at a time and every query of the group
@@ -262,7 +269,8 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
             prepare_dot(y[q0 + g], centroids, levels, level_scale, luts, weights, biases, g,
                         params)
         else:
-            groups[g] = _prepare(y[q0 + g], centroids, bits, luts, luts_u8, g, params)
+            groups[g] = _prepare(y[q0 + g], centroids, bits, coords, books, luts, luts_u8, g,
+                                 params)
         params[3 * g + 2] = _lowered(out_score[q0 + g, c, 0], fc_max)
     low = np.int64(0xFFFFFFFF)
     for t0 in range(b0, b1, tile_blocks):
@@ -310,8 +318,8 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
 
 @njit(parallel=True, cache=True)
 def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc_max, norms,
-                      gains, y, centroids, bits, mode, distance_form, n_chunks, grouped,
-                      tile_blocks, dot, out_score, out_label):
+                      gains, y, centroids, bits, coords, books, mode, distance_form, n_chunks,
+                      grouped, tile_blocks, dot, out_score, out_label):
     """Best ``k`` codes of rows ``start .. stop - 1`` for every query.
 
     Parameters
@@ -328,7 +336,11 @@ def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc
         Rotated queries.
     centroids : float32 (2**bits,)
     bits : int
-        1, 2 or 4.
+        1, 2 or 4 (the PCA codec: 1 to 4, average over coordinates).
+    coords : int32 (M, G) or (0, 1)
+    books : float32 (M, 16, G) or (0, 16, 1)
+        Nibble codebooks of the PCA codec (:mod:`.books`); empty for TurboQuant
+        codes, whose tables come from ``centroids``.
     mode : int
         ``MODE_MSE`` or ``MODE_CORRECTED``.
     distance_form : bool
@@ -357,8 +369,8 @@ def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc
         b0 = first_block + c * per_chunk
         b1 = min(last_block, b0 + per_chunk)
         _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, fc_max, norms,
-                    gains, y, q0, min(per_task, nq - q0), centroids, bits, mode, distance_form,
-                    out_score, out_label, c, tile_blocks, dot)
+                    gains, y, q0, min(per_task, nq - q0), centroids, bits, coords, books, mode,
+                    distance_form, out_score, out_label, c, tile_blocks, dot)
 
 
 #: :func:`scan_blocked_topk` compiled without threads: no thread-pool launch, for
