@@ -11,7 +11,8 @@ isotropic: a few directions carry most of the variance. The trained codec
 2. Give each axis ``0 .. 4`` bits, greedily where a bit lowers the expected
    squared error most (``lam_i * D(b)``, ``D`` the Gaussian Lloyd-Max
    distortion; the classic reverse water-filling). Low-variance axes get no
-   bits at all.
+   bits at all. Axes of equal bits are then mixed by a seeded random rotation
+   among themselves (same allocation, equal variances).
 3. Pack the axes into nibbles of exactly 4 bits (an axis of 4 bits alone, 3
    + 1, 2 + 2, 2 + 1 + 1, 1 + 1 + 1 + 1) and fit 16 centroids per nibble by
    k-means over its axes: a small vector quantizer per nibble.
@@ -46,7 +47,7 @@ class PcaCodebook:
     Attributes
     ----------
     basis : float32 (d, d)
-        Principal axes as rows, by decreasing variance: ``z = basis @ u``.
+        Principal axes as rows (mixed among the axes of equal bits): ``z = basis @ u``.
     coords : int32 (M, G)
         Axes coded by nibble ``m`` (``-1`` pads).
     books : float32 (M, 16, G)
@@ -154,7 +155,18 @@ def fit_pca_codebook(units: np.ndarray, bits: int, seed: int) -> PcaCodebook:
     variances = np.maximum(variances[order], 0.0)
     basis = np.ascontiguousarray(axes[:, order].T, dtype=np.float32)
     nibbles = -(-d * bits // 4)
-    coords = pack_groups(allocate_bits(variances, 4 * nibbles))
+    alloc = allocate_bits(variances, 4 * nibbles)
+    # Axes of equal bits are mixed by a random rotation among themselves: the
+    # allocation and expected error are unchanged, but their variances become
+    # equal, which narrows the widest query tables (a finer quantized table for
+    # the scan's filter) and makes each coordinate's law closer to Gaussian.
+    for width in range(1, MAX_AXIS_BITS + 1):
+        axes = np.flatnonzero(alloc == width)
+        if len(axes) > 1:
+            q, r = np.linalg.qr(rng.standard_normal((len(axes), len(axes))))
+            q *= np.sign(np.diag(r))
+            basis[axes] = (q @ basis[axes].astype(np.float64)).astype(np.float32)
+    coords = pack_groups(alloc)
     if coords.shape[0] != nibbles:  # allocate_bits guarantees whole nibbles
         raise AssertionError(f"packed {coords.shape[0]} nibbles, expected {nibbles}")
     projected = np.ascontiguousarray(sample.astype(np.float32) @ basis.T)
