@@ -29,9 +29,9 @@ def float_reference(index, xq, k, start, stop):
 def blocked_similarities(index, xq, k, start, stop, threads):
     codec = index.codec
     with_threads = tqsearch.index._threads(threads)
-    with with_threads:
+    with with_threads as pool:
         y, y_sign, _ = codec.prepare_queries(np.ascontiguousarray(xq, dtype=np.float32))
-        s, i = index._scan(y, y_sign, k, start, stop)
+        s, i = index._scan(y, y_sign, k, start, stop, pool.count)
     return finalize_topk(s, i, k)
 
 

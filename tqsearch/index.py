@@ -22,7 +22,7 @@ from .kernels.fastscan import BLOCK
 from .kernels.rerank import rerank_exact
 from .kernels.scan import scan_topk
 from .results import FORM_COSINE, FORM_L2, FORM_SIMILARITY, finalize_topk
-from .rotation import ROTATIONS
+from .rotation import ROTATIONS, SERIAL_MAX_ROWS
 from .store import RAW_DTYPES, CodeStore
 from .validation import as_matrix, check_k, check_positive_int
 
@@ -331,9 +331,11 @@ class TurboQuantIndex:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
         threads = n_threads or self.n_threads
         k_scan = min(max(k, int(np.ceil(factor * k))), max(stop - start, 1)) if factor else k
-        with _threads(threads):
+        # a few queries on one thread run serial kernels only: no need to set the pool
+        serial = threads == 1 and nq <= SERIAL_MAX_ROWS and not factor
+        with _threads(threads, serial) as pool:
             y, y_sign, sq_norms = self.codec.prepare_queries(xq)
-            scores, labels = self._scan(y, y_sign, k_scan, start, stop)
+            scores, labels = self._scan(y, y_sign, k_scan, start, stop, pool.count)
             if factor:
                 queries = xq
                 if self.metric == "cosine":
@@ -367,11 +369,11 @@ class TurboQuantIndex:
             return FORM_COSINE
         return FORM_SIMILARITY
 
-    def _scan(self, y, y_sign, k, start, stop):
-        """Run the scan kernel on vectors ``start:stop``; returns unsorted candidate heaps."""
+    def _scan(self, y, y_sign, k, start, stop, threads):
+        """Run the scan kernel on vectors ``start:stop`` with ``threads`` threads;
+        returns unsorted candidate heaps."""
         nq = y.shape[0]
         store, codec = self._store, self.codec
-        threads = numba.get_num_threads()
         n_chunks = max(1, min(threads // nq, (stop - start) // 4096)) if nq < threads else 1
         out_s = np.empty((nq, n_chunks, k), dtype=np.float32)
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
@@ -416,17 +418,25 @@ _NO_BOOKS = (np.empty((0, 1), dtype=np.int32), np.empty((0, 16, 1), dtype=np.flo
 
 
 class _threads:
-    """Context manager setting numba's thread count for a call."""
+    """Context manager setting numba's thread count for a call.
 
-    def __init__(self, n):
+    ``count`` is the count the call should use. With ``serial`` (the call runs
+    serial kernels only when ``count`` is 1) the pool is left alone: setting
+    the count costs more than a small query.
+    """
+
+    def __init__(self, n, serial=False):
         self.n = n
+        self.serial = serial
 
     def __enter__(self):
         self.previous = numba.get_num_threads()
         want = self.previous if self.n is None else min(self.n, numba.config.NUMBA_NUM_THREADS)
-        self.changed = want != self.previous
-        if self.changed:  # setting the count costs more than a small query
+        self.count = want
+        self.changed = want != self.previous and not (self.serial and want == 1)
+        if self.changed:
             numba.set_num_threads(want)
+        return self
 
     def __exit__(self, *exc):
         if self.changed:

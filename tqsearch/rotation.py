@@ -33,7 +33,7 @@ ROTATIONS = ("hadamard", "dense")
 _STREAM = 0x5251
 
 # Up to this many rows a rotation runs without threads: starting them costs more.
-_SERIAL_MAX_ROWS = 16
+SERIAL_MAX_ROWS = 16
 
 # Up to this dimension the Hadamard rotation is applied through its (exact)
 # matrix: a d x d product of tiles costs less than the rounds' transforms.
@@ -75,7 +75,7 @@ class Rotation:
 
     def _rotate(self, x, inverse):
         out = np.empty_like(x)
-        kernel = rotate_rows if x.shape[0] > _SERIAL_MAX_ROWS else rotate_rows_serial
+        kernel = rotate_rows if x.shape[0] > SERIAL_MAX_ROWS else rotate_rows_serial
         kernel(x, *self.kernel_args(inverse), inverse, out)
         return out
 
@@ -206,7 +206,7 @@ def multiply_rows(x: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     scores it gets within a batch.
     """
     out = np.empty_like(x)
-    kernel = rotate_rows if x.shape[0] > _SERIAL_MAX_ROWS else rotate_rows_serial
+    kernel = rotate_rows if x.shape[0] > SERIAL_MAX_ROWS else rotate_rows_serial
     kernel(x, *_product_args(matrix)[0], False, out)
     return out
 
