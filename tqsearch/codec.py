@@ -56,7 +56,7 @@ from .kernels.encode import (
     unpack_indices,
 )
 from .kernels.scan import GAIN_ONE, MODE_CORRECTED, MODE_MSE, MODE_QJL
-from .pca import PcaCodebook, fit_pca_codebook
+from .pca import PcaCodebook, fit_pca_codebook, training_rows
 from .rotation import DenseRotation, Rotation, make_rotation, multiply_rows
 
 __all__ = ["TurboQuantCodec", "PcaCodec", "make_codec", "ESTIMATORS", "METRICS"]
@@ -387,7 +387,7 @@ class PcaCodec(TurboQuantCodec):
         """Learn the mean (when centring), axes and codebooks from float32 (n, d) vectors."""
         if self.center:
             self.fit_mean(x)
-        units, _ = self.normalize(self._centred(x))
+        units, _ = self.normalize(self._centred(x[training_rows(x.shape[0], self.seed)]))
         self.set_codebook(fit_pca_codebook(units, self.bits, self.seed))
 
     @property

@@ -156,25 +156,39 @@ def kmeans_books(samples, coords, draws, iterations, books):
                     diff = points[i, t] - centres[e, t]
                     dist += diff * diff
                 nearest[i] = min(nearest[i], dist)
+        # Lloyd iterations; distances to the 16 centres are one vector per point
+        # (centres held transposed), and the loop ends once no point moves
+        across = np.empty((g, E), dtype=np.float32)
+        dist = np.empty(E, dtype=np.float32)
+        label = np.full(S, -1, dtype=np.int64)
         sums = np.empty((E, g), dtype=np.float64)
         counts = np.empty(E, dtype=np.int64)
         for _ in range(iterations):
+            for e in range(E):
+                for t in range(g):
+                    across[t, e] = centres[e, t]
             sums[:] = 0.0
             counts[:] = 0
+            moved = 0
             for i in range(S):
+                dist[:] = 0.0
+                for t in range(g):
+                    p = points[i, t]
+                    for e in range(E):
+                        diff = p - across[t, e]
+                        dist[e] += diff * diff
                 best = 0
-                best_dist = np.inf
-                for e in range(E):
-                    dist = 0.0
-                    for t in range(g):
-                        diff = points[i, t] - centres[e, t]
-                        dist += diff * diff
-                    if dist < best_dist:
-                        best_dist = dist
+                for e in range(1, E):
+                    if dist[e] < dist[best]:
                         best = e
+                if best != label[i]:
+                    label[i] = best
+                    moved += 1
                 counts[best] += 1
                 for t in range(g):
                     sums[best, t] += points[i, t]
+            if moved == 0:
+                break
             for e in range(E):
                 if counts[e] > 0:  # an empty cell keeps its centre
                     for t in range(g):
