@@ -261,3 +261,13 @@ def test_bad_parameters_and_order():
     index.add(np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32))
     with pytest.raises(ValueError, match="before add"):
         index.train(np.ones((2, 16), np.float32))
+
+
+def test_threads_do_not_change_codes_or_results(synthetic):
+    ds = synthetic(d=48, nb=1500, nq=30)
+    one = TurboQuantIndex(48, 2, estimator="pca", metric="l2")
+    one.set_threads(1)
+    one.add(ds.xb)
+    many = build(ds.xb, bits=2, metric="l2")
+    np.testing.assert_array_equal(one.codes(), many.codes())
+    np.testing.assert_array_equal(one.search(ds.xq, 5)[1], many.search(ds.xq, 5)[1])
