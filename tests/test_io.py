@@ -41,7 +41,7 @@ def memmaps_of(obj, seen=None):
 
 
 def temp_files(folder):
-    return [p for p in os.listdir(folder) if p.endswith(".tmp") or p.startswith(".tqsearch-")]
+    return [p for p in os.listdir(folder) if p.endswith(".tmp")]
 
 
 ROUND_TRIP_CONFIGS = [
@@ -225,12 +225,11 @@ def test_interrupted_save_keeps_the_old_file(synthetic, saved, monkeypatch, budg
     before = saved.read_bytes()
     ds = synthetic(d=32, nb=300, nq=2)
     other = built(ds, metric="l2", seed=7, bits=4)
-    real_fdopen = os.fdopen
+    def failing_open(*args, **kwargs):
+        return _FailingFile(open(*args, **kwargs), budget, exc)
 
-    def failing_fdopen(*args, **kwargs):
-        return _FailingFile(real_fdopen(*args, **kwargs), budget, exc)
-
-    monkeypatch.setattr(tqsearch.io.os, "fdopen", failing_fdopen)
+    # the writer's own `open` fails after `budget` writes
+    monkeypatch.setattr(tqsearch.io, "open", failing_open, raising=False)
     with pytest.raises(type(exc)):
         write_index(other, saved)
     monkeypatch.undo()

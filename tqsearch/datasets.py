@@ -27,7 +27,6 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import secrets
 import sys
 import urllib.error
 import urllib.request
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from .atomic import replacing
 
 __all__ = [
     "Dataset",
@@ -445,30 +446,19 @@ def write_dataset(
     dest = Path(path)
     folder = dest.parent if str(dest.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
-    # A unique hidden name in the same folder (so the rename is atomic), created
-    # exclusively with the default permissions.
-    tmp = folder / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with h5py.File(tmp, "x") as f:
-            f.attrs["distance"] = distance
-            f.attrs["dimension"] = int(train.shape[1])
-            f.attrs["point_type"] = "float"
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-            for key, arr in (
-                ("train", train),
-                ("test", test),
-                ("neighbors", neighbors.astype(np.int32)),
-                ("distances", distances.astype(np.float32)),
-            ):
-                f.create_dataset(key, data=arr, **kw, **_chunking(arr, compression))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with replacing(dest) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["distance"] = distance
+        f.attrs["dimension"] = int(train.shape[1])
+        f.attrs["point_type"] = "float"
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+        for key, arr in (
+            ("train", train),
+            ("test", test),
+            ("neighbors", neighbors.astype(np.int32)),
+            ("distances", distances.astype(np.float32)),
+        ):
+            f.create_dataset(key, data=arr, **kw, **_chunking(arr, compression))
     return dest
 
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
 
+from .atomic import replacing
 from .codec import TurboQuantCodec
 from .index import TurboQuantIndex
 from .pca import PcaCodebook
@@ -86,36 +86,25 @@ def write_index(index: TurboQuantIndex, path) -> None:
         if new_start == body_start:
             break
         body_start = new_start
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tqsearch-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            crc = 0
-            head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)) + blob
-            head += b"\0" * (body_start - len(head))
-            f.write(head)
-            crc = zlib.crc32(head, crc)
-            pos = body_start
-            for spec, arr in zip(header["arrays"], arrays.values(), strict=True):
-                pad = b"\0" * (spec["offset"] - pos)
-                f.write(pad)
-                crc = zlib.crc32(pad, crc)
-                data = memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B")
-                for lo in range(0, len(data), _CRC_CHUNK):
-                    chunk = data[lo:lo + _CRC_CHUNK]
-                    f.write(chunk)
-                    crc = zlib.crc32(chunk, crc)
-                pos = spec["offset"] + arr.nbytes
-            size = pos + _TRAILER.size
-            f.write(_TRAILER.pack(TRAILER_MAGIC, size, crc, 0))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        crc = 0
+        head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)) + blob
+        head += b"\0" * (body_start - len(head))
+        f.write(head)
+        crc = zlib.crc32(head, crc)
+        pos = body_start
+        for spec, arr in zip(header["arrays"], arrays.values(), strict=True):
+            pad = b"\0" * (spec["offset"] - pos)
+            f.write(pad)
+            crc = zlib.crc32(pad, crc)
+            data = memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B")
+            for lo in range(0, len(data), _CRC_CHUNK):
+                chunk = data[lo:lo + _CRC_CHUNK]
+                f.write(chunk)
+                crc = zlib.crc32(chunk, crc)
+            pos = spec["offset"] + arr.nbytes
+        size = pos + _TRAILER.size
+        f.write(_TRAILER.pack(TRAILER_MAGIC, size, crc, 0))
 
 
 def read_index(path, *, mmap: bool = True, verify: bool = True) -> TurboQuantIndex:
@@ -251,16 +240,3 @@ def _check_crc(path, length, expected):
 
 def _aligned(offset: int) -> int:
     return (offset + _ALIGN - 1) // _ALIGN * _ALIGN
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
