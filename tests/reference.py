@@ -269,3 +269,24 @@ def assert_same_results(a, b):
     """Two ``(D, I)`` search results are identical."""
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+def decoded_scores(index, xq) -> np.ndarray:
+    """What the index should report for every stored vector, from its reconstructions.
+
+    float64 (nq, ntotal): ``<q, x_hat>`` ("ip", "cosine" uncentred), or with the
+    distance identity ``||q' - mu||^2 + n^2 - 2 <q' - mu, x_hat - mu>`` on the
+    stored norm ``n`` (squared distances for "l2", ``1 - dist / 2`` for centred
+    cosine); ``q'`` is the normalised query for cosine.
+    """
+    x_hat = index.reconstruct_n().astype(np.float64)
+    q = np.asarray(xq, dtype=np.float64)
+    if index.metric == "cosine":
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    if index.metric == "l2" or index.center:
+        mu = index.codec.mean.astype(np.float64) if index.center else np.zeros(index.d)
+        n = index.codec.from_bytes(index.codes()).norms.astype(np.float64)
+        qc, xc = q - mu, x_hat - mu
+        dist = (qc**2).sum(1)[:, None] + n**2 - 2 * qc @ xc.T
+        return np.maximum(dist, 0) if index.metric == "l2" else 1 - dist / 2
+    return q @ x_hat.T

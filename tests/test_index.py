@@ -9,6 +9,7 @@ from reference import (
     ReferenceTurboQuant,
     assert_same_results,
     codes_of_index,
+    decoded_scores,
     recall_at,
     topk,
 )
@@ -122,18 +123,7 @@ def test_search_scores_are_decoded_inner_products(synthetic, metric, estimator, 
     index = build(ds, bits=3, metric=metric, estimator=estimator, qjl=qjl, seed=1,
                   center=center)
     D, I = index.search(ds.xq, 300)
-    x_hat = index.reconstruct_n().astype(np.float64)
-    q = ds.xq.astype(np.float64)
-    if metric == "cosine":
-        q /= np.linalg.norm(q, axis=1, keepdims=True)
-    if metric == "l2" or center:
-        mu = index.codec.mean.astype(np.float64) if center else np.zeros(48)
-        n = codes_of_index(index)["norms"]
-        qc, xc = q - mu, x_hat - mu
-        dist = (qc**2).sum(1)[:, None] + n**2 - 2 * qc @ xc.T
-        expected = np.maximum(dist, 0) if metric == "l2" else 1 - dist / 2
-    else:
-        expected = q @ x_hat.T
+    expected = decoded_scores(index, ds.xq)
     got = np.take_along_axis(expected, I, 1)
     np.testing.assert_allclose(D, got, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 

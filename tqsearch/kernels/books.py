@@ -63,29 +63,23 @@ def encode_books(z, coords, books, scales, codes, dots):
             for t in range(G):
                 sq[m, e] += books[m, e, t] * books[m, e, t]
     for v in prange(n):
-        proj = np.empty(E, dtype=np.float32)
+        proj = np.empty((M, E), dtype=np.float32)
         picks = np.empty((S, M), dtype=np.uint8)
         dot = np.zeros(S, dtype=np.float32)
         norm2 = np.zeros(S, dtype=np.float32)
+        book_lut(z[v], coords, books, proj)  # <z, c> of every centroid
         for m in range(M):
-            for e in range(E):
-                acc = np.float32(0.0)
-                for t in range(G):
-                    j = coords[m, t]
-                    if j >= 0:
-                        acc += z[v, j] * books[m, e, t]
-                proj[e] = acc
             for s in range(S):
                 two_t = np.float32(2.0) * scales[s]
                 best = 0
-                best_cost = sq[m, 0] - two_t * proj[0]
+                best_cost = sq[m, 0] - two_t * proj[m, 0]
                 for e in range(1, E):
-                    cost = sq[m, e] - two_t * proj[e]
+                    cost = sq[m, e] - two_t * proj[m, e]
                     if cost < best_cost:
                         best_cost = cost
                         best = e
                 picks[s, m] = best
-                dot[s] += proj[best]
+                dot[s] += proj[m, best]
                 norm2[s] += sq[m, best]
         chosen = 0
         best_cos = -np.inf
