@@ -352,10 +352,11 @@ class TurboQuantIndex:
                 # exact similarities are of the raw (uncentred) vectors
                 sq_norms = np.einsum("ij,ij->i", queries, queries).astype(np.float32)
         D, I = finalize_topk(scores, labels, k, sq_norms, self._to_metric(bool(factor)))
-        if self.metric == "cosine" and self.codec.center:
+        if self.codec.center and self.codec.metric == "cosine":
             # a zero query has no direction: cosine 0 with everything, by convention
-            zero = ~xq.any(axis=1)
-            if zero.any():
+            live = xq.any(axis=1)
+            if not live.all():
+                zero = ~live
                 D[zero] = np.where(I[zero] >= 0, np.float32(0), D[zero])
         return D, I
 
@@ -430,6 +431,9 @@ class _threads:
         self.serial = serial
 
     def __enter__(self):
+        if self.serial and self.n == 1:  # nothing to look up or set
+            self.count, self.changed = 1, False
+            return self
         self.previous = numba.get_num_threads()
         want = self.previous if self.n is None else min(self.n, numba.config.NUMBA_NUM_THREADS)
         self.count = want

@@ -47,8 +47,11 @@ def as_matrix(x, d: int | None = None, *, name: str = "x") -> np.ndarray:
             f"{name} has dimension {arr.shape[1]} but the index has dimension d={d}; "
             f"pass vectors of shape (n, {d})"
         )
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
-        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype == np.float32:
+        out = np.ascontiguousarray(arr)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+            out = np.ascontiguousarray(arr, dtype=np.float32)
     if out.size and not _all_finite(out):
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
         raise ValueError(
