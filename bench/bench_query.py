@@ -3,7 +3,8 @@
 One process, methods interleaved: for each ann-benchmarks HDF5 file given and
 for 2 and 4 bits per coordinate,
 
-* tqsearch ``TurboQuantIndex(d, bits)`` (the dataset's metric),
+* tqsearch ``TurboQuantIndex(d, bits)`` (the dataset's metric), and with
+  ``estimator="pca"`` (trained on the vectors it indexes),
 * FAISS ``PQ{d * bits / 4}x4fs`` (the same code bytes: ``d * bits / 8``),
 * turbovec ``TurboQuantIndex(d, bits)`` (angular data with ``d % 8 == 0`` only),
 
@@ -67,9 +68,9 @@ def recall(ids, gt, k=10):
 
 
 class TQ:
-    def __init__(self, d, bits, metric, threads=1):
-        self.name = "tqsearch"
-        self.index = tqsearch.TurboQuantIndex(d, bits, metric=metric)
+    def __init__(self, d, bits, metric, threads=1, estimator="corrected"):
+        self.name = "tqsearch" if estimator == "corrected" else f"tqsearch {estimator}"
+        self.index = tqsearch.TurboQuantIndex(d, bits, metric=metric, estimator=estimator)
         self.threads = threads
         self.empty_nbytes = self.index.nbytes  # rotation, codebook: not per vector
 
@@ -156,7 +157,8 @@ class Turbovec:
 
 
 def make_methods(d, bits, metric):
-    methods = [TQ(d, bits, metric), FaissPQ(d, bits, metric)]
+    methods = [TQ(d, bits, metric), TQ(d, bits, metric, estimator="pca"),
+               FaissPQ(d, bits, metric)]
     if metric == "cosine" and d % 8 == 0 and 2 <= bits <= 4:
         try:
             methods.append(Turbovec(d, bits, metric))
