@@ -121,6 +121,21 @@ def _load_bytes(builder, base, offset, width):
     return builder.load(ptr, align=1)
 
 
+def _load_bytes_masked(builder, base, offset, width, valid):
+    """Load of the first ``valid`` of ``width`` bytes at ``base + offset``; the rest read
+    as zero and are never touched (``valid`` an i64 value, a multiple of 16)."""
+    vty = _vec(_i8, width)
+    ptr = builder.bitcast(builder.gep(base, [offset]), vty.as_pointer())
+    fn = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(vty, [vty.as_pointer(), _i32, _vec(ir.IntType(1), width), vty]),
+        f"llvm.masked.load.v{width}i8.p0v{width}i8")
+    lanes = ir.Constant(_vec(_i64, width), list(range(width)))
+    bound = _splat_value(builder, valid, width)
+    mask = builder.icmp_unsigned("<", lanes, bound)
+    return builder.call(fn, [ptr, ir.Constant(_i32, 1), mask, ir.Constant(vty, None)])
+
+
 def _reduce_lanes(builder, vecs, lanes):
     """Sum each vector's 128-bit lanes (8 x i16 each), all vectors in one tree.
 
@@ -146,16 +161,6 @@ def _reduce_lanes(builder, vecs, lanes):
             for a, b in zip(vecs[0::2], vecs[1::2], strict=True)
         ]
     return vecs[0]
-
-
-def _bytes_to_vectors(builder, r):
-    """Per-vector sums (<16 x i32>) of one 16-byte lookup result.
-
-    Byte ``2 e + j`` belongs to vector ``e + 8 j``: the even bytes then the odd bytes
-    put the 16 vectors in order.
-    """
-    order = list(range(0, 16, 2)) + list(range(1, 16, 2))
-    return builder.zext(_shuffle(builder, r, r, order), _vec(_i32, 16))
 
 
 def _flush(builder, acc, width):
@@ -225,18 +230,27 @@ def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
     ]
     accs = [[cgutils.alloca_once_value(builder, zero16) for _ in range(4)] for _ in range(nq)]
 
-    def add_steps(m, g):
-        """Look up ``g`` steps from sub-code ``m`` on, add them as bytes, widen once."""
+    def add_steps(m, g, valid=None):
+        """Look up ``g`` steps from sub-code ``m`` on, add them as bytes, widen once.
+
+        With ``valid`` (one step) only its first ``valid`` bytes are read: the
+        sub-codes past ``M``, whose zero table entries add nothing."""
         sums = [[None, None] for _ in range(nq)]
         for i in range(g):
             off = builder.mul(builder.add(m, c64(i * k)), c64(16))
-            c = _load_bytes(builder, codes_base, off, width)
+            if valid is None:
+                c = _load_bytes(builder, codes_base, off, width)
+            else:
+                c = _load_bytes_masked(builder, codes_base, off, width, valid)
             idx = (
                 builder.and_(c, _splat(_i8, width, 0x0F)),
                 builder.lshr(c, _splat(_i8, width, 4)),
             )
             for q in range(nq):
-                t = _load_bytes(builder, lut_bases[q], off, width)
+                if valid is None:
+                    t = _load_bytes(builder, lut_bases[q], off, width)
+                else:
+                    t = _load_bytes_masked(builder, lut_bases[q], off, width, valid)
                 for h in range(2):
                     r = _pshufb(builder, width, t, idx[h])
                     sums[q][h] = r if sums[q][h] is None else builder.add(sums[q][h], r)
@@ -264,7 +278,13 @@ def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
         builder, builder.sub(nsteps, builder.mul(niters, c64(group))), intp=_i64
     ) as left:
         add_steps(builder.mul(builder.add(builder.mul(niters, c64(group)), left.index), c64(k)), 1)
-    chunk = max_adds_between_flushes(width) - (group - 1)
+    # The last M % k sub-codes (if any): one step of masked loads, also before
+    # the chunks (room for it and the left-over steps is kept in the first chunk).
+    done = builder.mul(nsteps, c64(k))
+    rest = builder.sub(M, done)
+    with builder.if_then(builder.icmp_unsigned(">", rest, c64(0))):
+        add_steps(done, 1, builder.mul(rest, c64(16)))
+    chunk = max_adds_between_flushes(width) - group
     nchunks = builder.udiv(builder.add(niters, c64(chunk - 1)), c64(chunk))
     one = c64(1)
     nchunks = builder.select(builder.icmp_unsigned("<", nchunks, one), one, nchunks)
@@ -275,20 +295,6 @@ def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
         with cgutils.for_range(builder, builder.sub(s1, s0), intp=_i64) as it:
             add_steps(builder.mul(builder.add(s0, it.index), c64(group * k)), group)
         flush()
-
-    # Remaining M % k sub-codes, one 16-byte step each, widened directly.
-    done = builder.mul(nsteps, c64(k))
-    with cgutils.for_range(builder, builder.sub(M, done), intp=_i64) as rest:
-        off = builder.mul(builder.add(done, rest.index), c64(16))
-        c = _load_bytes(builder, codes_base, off, 16)
-        lo = builder.and_(c, _splat(_i8, 16, 0x0F))
-        hi = builder.lshr(c, _splat(_i8, 16, 4))
-        for q in range(nq):
-            t = _load_bytes(builder, lut_bases[q], off, 16)
-            low = _bytes_to_vectors(builder, _pshufb(builder, 16, t, lo))
-            high = _bytes_to_vectors(builder, _pshufb(builder, 16, t, hi))
-            both = _shuffle(builder, low, high, list(range(32)))
-            builder.store(builder.add(builder.load(acc32[q]), both), acc32[q])
 
     return [builder.load(acc32[q]) for q in range(nq)]
 
