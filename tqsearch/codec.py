@@ -299,7 +299,7 @@ class TurboQuantCodec:
         sq_norms = np.empty(xq.shape[0], dtype=np.float32)
         prepare_rows(xq, self.metric == "cosine", self.mean if self.center else _NO_MEAN,
                      centred, sq_norms)
-        y = self.rotation.apply(centred)
+        y = self.rotation.apply_queries(centred)
         if self.qjl:
             y_sign = multiply_rows(y, self.qjl_matrix)
         else:

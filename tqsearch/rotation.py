@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels.rotate import rotate_rows, rotate_rows_serial
+from .kernels.rotate import project_rows, project_rows_serial, rotate_rows, rotate_rows_serial
 
 __all__ = ["Rotation", "DenseRotation", "HadamardRotation", "make_rotation", "multiply_rows",
            "ROTATIONS"]
@@ -73,6 +73,10 @@ class Rotation:
         """Undo :meth:`apply`. ``y``: float32 (n, d) -> float32 (n, d)."""
         return self._rotate(y, True)
 
+    def apply_queries(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`apply` for queries: each row's result does not depend on the batch."""
+        return self._rotate(x, False)
+
     def _rotate(self, x, inverse):
         out = np.empty_like(x)
         kernel = rotate_rows if x.shape[0] > SERIAL_MAX_ROWS else rotate_rows_serial
@@ -110,6 +114,13 @@ class DenseRotation(Rotation):
 
     def kernel_args(self, inverse=False):
         return self._args[inverse]
+
+    def apply_queries(self, x):
+        # a product per row: the tile kernel would spend eight lanes on a single query
+        out = np.empty_like(x)
+        kernel = project_rows if x.shape[0] > SERIAL_MAX_ROWS else project_rows_serial
+        kernel(x, self._args[1][1], out)  # the inverse's matrix is this one transposed
+        return out
 
     def state(self):
         return {"matrix": self.matrix}

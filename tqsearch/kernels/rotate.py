@@ -137,3 +137,32 @@ def rotate_rows(x, pre, matrix, signs, factors, perms, offsets, block, inverse, 
 
 #: :func:`rotate_rows` without threads: no thread-pool launch for a query or two.
 rotate_rows_serial = serial_twin(rotate_rows, "rotate_rows_serial", fastmath=FASTMATH)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def project_rows(x, columns, out):
+    """``out[r] = columns.T @ x[r]`` for every row, one row at a time.
+
+    For queries under a dense rotation: a row costs ``d^2`` multiply-adds
+    whatever the batch (the tile kernel spends eight lanes on a single row), and
+    each row's result is computed the same way alone or in a batch.
+
+    Parameters
+    ----------
+    x : float32 (n, d)
+    columns : float32 (d, d)
+        The rotation matrix transposed (``columns[j]`` is column ``j``).
+    out : float32 (n, d), written
+    """
+    n, d = x.shape
+    for r in prange(n):
+        acc = np.zeros(d, dtype=np.float32)
+        for j in range(d):
+            xj = x[r, j]
+            for i in range(d):
+                acc[i] += xj * columns[j, i]
+        out[r] = acc
+
+
+#: :func:`project_rows` without threads.
+project_rows_serial = serial_twin(project_rows, "project_rows_serial", fastmath=FASTMATH)
