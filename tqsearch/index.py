@@ -132,6 +132,7 @@ class TurboQuantIndex:
                                 center=bool(center))
         self.is_trained = not self.codec.center and estimator != "pca"
         self._store = CodeStore(self.codec, keep_vectors)
+        self._scan_cache = None
         self.n_threads = None
 
     # -- properties ----------------------------------------------------------
@@ -380,12 +381,9 @@ class TurboQuantIndex:
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
         if stop > start and store.layout == "blocked":
             grouped = nq >= 2 * threads
-            coords, books = codec.books if codec.estimator == "pca" else _NO_BOOKS
-            args = (store.codes, start, stop, *self._filter_fields(), store.field("norms"),
-                    store.field("gains"), y, codec.centroids, codec.index_bits, coords, books,
-                    codec.mode, codec.distance_form, n_chunks, grouped,
-                    tile_blocks_for(store.codes),
-                    use_dot(codec.index_bits, store.codes, grouped, books), out_s, out_i)
+            fields, tables, tiles = self._scan_inputs()
+            args = (store.codes, start, stop, *fields, y, *tables, n_chunks, grouped, *tiles,
+                    out_s, out_i)
             if threads == 1 or nq * n_chunks == 1:
                 scan_blocked_topk_serial(*args)  # no thread-pool launch for one task
             else:
@@ -397,21 +395,37 @@ class TurboQuantIndex:
                       out_s, out_i)
         return out_s.reshape(nq, -1), out_i.reshape(nq, -1)
 
-    def _filter_fields(self):
-        """What the blocked scan's candidate filter reads (:func:`filter_fields`): the
-        stored norms and gains themselves, and constants (cached until the stored
-        vectors change: the largest norm takes a pass over them)."""
-        store = self._store
-        arrays = (store.codes, store.arrays.get("norms"), store.arrays.get("gains"))
-        cached = getattr(self, "_filter_cache", None)
+    def _scan_inputs(self):
+        """The blocked scan's arguments that depend on the index alone, cached until
+        the stored vectors change (the filter's constants take a pass over the norms).
+
+        Returns ``(fields, tables, tiles)``: the candidate filter's inputs
+        (:func:`filter_fields`) and the stored norms and gains; what the query
+        tables are built from; the tile size and whether batches may use int8
+        dot products.
+        """
+        store, codec = self._store, self.codec
+        key = (store.codes, store.arrays.get("norms"), store.arrays.get("gains"))
+        cached = self._scan_cache
         if (cached is None or cached[0] != store.n
-                or any(a is not b for a, b in zip(cached[1], arrays, strict=True))):
-            codec = self.codec
-            fields = filter_fields(store.field("norms"), store.field("gains"), store.n,
-                                   codec.mode, codec.distance_form)
-            cached = (store.n, arrays, fields)
-            self._filter_cache = cached
+                or any(a is not b for a, b in zip(cached[1], key, strict=True))):
+            norms, gains = store.field("norms"), store.field("gains")
+            coords, books = codec.books if codec.estimator == "pca" else _NO_BOOKS
+            inputs = (
+                (*filter_fields(norms, gains, store.n, codec.mode, codec.distance_form),
+                 norms, gains),
+                (codec.centroids, codec.index_bits, coords, books, codec.mode,
+                 codec.distance_form),
+                (tile_blocks_for(store.codes),
+                 use_dot(codec.index_bits, store.codes, True, books)),
+            )
+            cached = (store.n, key, inputs)
+            self._scan_cache = cached
         return cached[2]
+
+    def _filter_fields(self):
+        """What the blocked scan's candidate filter reads (:func:`filter_fields`)."""
+        return self._scan_inputs()[0][:4]
 
 
 # stand-ins for the nibble codebooks of the PCA codec (TurboQuant tables come from centroids)
