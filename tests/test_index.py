@@ -553,3 +553,21 @@ def test_memory_is_the_codes_and_their_factors(d, bits, metric):
     per_vector = (index.nbytes - empty) / index.ntotal
     padded = -(-index.ntotal // 32) * 32  # the last block of 32 is padded
     assert per_vector <= index.code_size * padded / index.ntotal
+
+
+@pytest.mark.parametrize("metric, estimator, bits", [
+    ("ip", "corrected", 4), ("l2", "corrected", 2), ("cosine", "mse", 1),
+    ("cosine", "pca", 3), ("l2", "pca", 2), ("cosine", "corrected", 4)])
+def test_serial_path_equals_general_path(synthetic, metric, estimator, bits):
+    # a few queries on one thread take one compiled call (kernels/query.py); with two
+    # threads the same kernels run as separate calls over two ranges
+    ds = synthetic(d=40, nb=3000, nq=6)
+    index = build(ds, bits=bits, metric=metric, estimator=estimator, seed=4)
+    queries = ds.xq.copy()
+    queries[2] = 0  # a zero query (cosine: scores 0 by convention)
+    for rows in (slice(0, 1), slice(0, 6)):
+        for subset in (None, (100, 2900)):
+            one = index.search(queries[rows], 7, n_threads=1, subset=subset)
+            two = index.search(queries[rows], 7, n_threads=2, subset=subset)
+            np.testing.assert_array_equal(one[1], two[1])
+            np.testing.assert_array_equal(one[0], two[0])

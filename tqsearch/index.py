@@ -19,6 +19,7 @@ from .kernels.blocked_scan import (
     use_dot,
 )
 from .kernels.fastscan import BLOCK
+from .kernels.query import search_serial
 from .kernels.rerank import rerank_exact
 from .kernels.scan import scan_topk
 from .results import FORM_COSINE, FORM_L2, FORM_SIMILARITY, finalize_topk
@@ -334,6 +335,8 @@ class TurboQuantIndex:
         k_scan = min(max(k, int(np.ceil(factor * k))), max(stop - start, 1)) if factor else k
         # a few queries on one thread run serial kernels only: no need to set the pool
         serial = threads == 1 and nq <= SERIAL_MAX_ROWS and not factor
+        if serial and stop > start and self._store.layout == "blocked":
+            return self._search_serial(xq, k, start, stop)
         with _threads(threads, serial) as pool:
             y, y_sign, sq_norms = self.codec.prepare_queries(xq)
             scores, labels = self._scan(y, y_sign, k_scan, start, stop, pool.count)
@@ -354,11 +357,22 @@ class TurboQuantIndex:
                 sq_norms = np.einsum("ij,ij->i", queries, queries).astype(np.float32)
         D, I = finalize_topk(scores, labels, k, sq_norms, self._to_metric(bool(factor)))
         if self.codec.center and self.codec.metric == "cosine":
-            # a zero query has no direction: cosine 0 with everything, by convention
-            live = xq.any(axis=1)
-            if not live.all():
-                zero = ~live
-                D[zero] = np.where(I[zero] >= 0, np.float32(0), D[zero])
+            _zero_queries_score_zero(xq, D, I)
+        return D, I
+
+    def _search_serial(self, xq, k, start, stop):
+        """:meth:`search` of a few queries on one thread, in one compiled call
+        (:func:`tqsearch.kernels.query.search_serial`: the same kernels)."""
+        codec = self.codec
+        nq = xq.shape[0]
+        D = np.empty((nq, k), dtype=np.float32)
+        I = np.empty((nq, k), dtype=np.int64)
+        fields, tables, tiles = self._scan_inputs()
+        search_serial(xq, codec.metric == "cosine", codec.mean if codec.center else _NO_MEAN,
+                      *codec.rotation.query_args(), self._store.codes, start, stop, *fields,
+                      *tables, *tiles, self._to_metric(False), D, I)
+        if codec.center and codec.metric == "cosine":
+            _zero_queries_score_zero(xq, D, I)
         return D, I
 
     def _to_metric(self, exact):
@@ -430,6 +444,17 @@ class TurboQuantIndex:
 
 # stand-ins for the nibble codebooks of the PCA codec (TurboQuant tables come from centroids)
 _NO_BOOKS = (np.empty((0, 1), dtype=np.int32), np.empty((0, 16, 1), dtype=np.float32))
+
+
+_NO_MEAN = np.empty(0, dtype=np.float32)
+
+
+def _zero_queries_score_zero(xq, D, I):
+    """A zero query has no direction: cosine 0 with everything, by convention."""
+    live = xq.any(axis=1)
+    if not live.all():
+        zero = ~live
+        D[zero] = np.where(I[zero] >= 0, np.float32(0), D[zero])
 
 
 class _threads:

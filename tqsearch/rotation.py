@@ -77,6 +77,11 @@ class Rotation:
         """:meth:`apply` for queries: each row's result does not depend on the batch."""
         return self._rotate(x, False)
 
+    def query_args(self) -> tuple:
+        """Kernel arguments of :meth:`apply_queries`: :meth:`kernel_args` and the
+        matrix transposed when queries are rotated by products (else (0, 0))."""
+        return (*self.kernel_args(), _NO_COLUMNS)
+
     def _rotate(self, x, inverse):
         out = np.empty_like(x)
         kernel = rotate_rows if x.shape[0] > SERIAL_MAX_ROWS else rotate_rows_serial
@@ -114,6 +119,9 @@ class DenseRotation(Rotation):
 
     def kernel_args(self, inverse=False):
         return self._args[inverse]
+
+    def query_args(self):
+        return (*self.kernel_args(), self._args[1][1])
 
     def apply_queries(self, x):
         # a product per row: the tile kernel would spend eight lanes on a single query
@@ -198,6 +206,9 @@ class HadamardRotation(Rotation):
 _NO_MATRIX = np.empty((0, 0), np.float32)
 _NO_ROUNDS = (np.empty((0, 0), np.float32), np.empty((0, 0), np.float32),
               np.empty((0, 0), np.int64), np.empty(0, np.int64), 0)
+
+
+_NO_COLUMNS = np.empty((0, 0), dtype=np.float32)
 
 
 def _product_args(matrix):
