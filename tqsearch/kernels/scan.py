@@ -49,15 +49,21 @@ def build_field_lut(y, centroids, bits, lut):
     d = y.shape[0]
     entries = lut.shape[1]
     per = (8 if entries == 256 else 4) // bits
-    mask = (1 << bits) - 1
+    levels = 1 << bits
     for f in range(lut.shape[0]):
-        for c in range(entries):
-            acc = np.float32(0.0)
-            for t in range(per):
-                j = f * per + t
-                if j < d:
-                    acc += y[j] * centroids[(c >> (t * bits)) & mask]
-            lut[f, c] = acc
+        # Built a coordinate at a time: after coordinate t the first levels**(t+1)
+        # entries hold every sum over coordinates 0..t (the higher ones' value 0).
+        row = lut[f]
+        row[0] = np.float32(0.0)
+        size = 1
+        for t in range(per):
+            j = f * per + t
+            yj = y[j] if j < d else np.float32(0.0)
+            for v in range(levels - 1, -1, -1):  # v = 0 last: it overwrites its sources
+                w = yj * centroids[v]
+                for i in range(size):
+                    row[v * size + i] = row[i] + w
+            size *= levels
 
 
 @njit(inline="always", fastmath=FASTMATH)
