@@ -25,7 +25,7 @@ from .kernels.scan import scan_topk
 from .results import FORM_COSINE, FORM_L2, FORM_SIMILARITY, finalize_topk
 from .rotation import ROTATIONS, SERIAL_MAX_ROWS
 from .store import RAW_DTYPES, CodeStore
-from .validation import as_matrix, check_k, check_positive_int
+from .validation import as_matrix, check_finite, check_k, check_positive_int
 
 __all__ = ["TurboQuantIndex"]
 
@@ -323,7 +323,8 @@ class TurboQuantIndex:
             Ids, padded with -1 where fewer than ``k`` vectors exist.
         """
         k = check_k(k)
-        xq = as_matrix(xq, self.d, name="xq")
+        # finiteness is checked below: by the compiled call itself on the serial path
+        xq = as_matrix(xq, self.d, name="xq", check_finite=False)
         if n_threads is not None:
             n_threads = check_positive_int(n_threads, "n_threads")
         factor = _check_rerank(rerank, "raw" in self._store.arrays)
@@ -336,7 +337,10 @@ class TurboQuantIndex:
         # a few queries on one thread run serial kernels only: no need to set the pool
         serial = threads == 1 and nq <= SERIAL_MAX_ROWS and not factor
         if serial and stop > start and self._store.layout == "blocked":
-            return self._search_serial(xq, k, start, stop)
+            found = self._search_serial(xq, k, start, stop)
+            if found is not None:
+                return found
+        check_finite(xq, "xq")
         with _threads(threads, serial) as pool:
             y, y_sign, sq_norms = self.codec.prepare_queries(xq)
             scores, labels = self._scan(y, y_sign, k_scan, start, stop, pool.count)
@@ -362,16 +366,19 @@ class TurboQuantIndex:
 
     def _search_serial(self, xq, k, start, stop):
         """:meth:`search` of a few queries on one thread, in one compiled call
-        (:func:`tqsearch.kernels.query.search_serial`: the same kernels)."""
-        codec = self.codec
+        (:func:`tqsearch.kernels.query.search_serial`: the same kernels).
+
+        Returns ``(D, I)``, or None when a query is not finite (its squared
+        norm is not: the caller's checks then say what is wrong).
+        """
         nq = xq.shape[0]
         D = np.empty((nq, k), dtype=np.float32)
         I = np.empty((nq, k), dtype=np.int64)
-        fields, tables, tiles = self._scan_inputs()
-        search_serial(xq, codec.metric == "cosine", codec.mean if codec.center else _NO_MEAN,
-                      *codec.rotation.query_args(), self._store.codes, start, stop, *fields,
-                      *tables, *tiles, self._to_metric(False), D, I)
-        if codec.center and codec.metric == "cosine":
+        fields, tables, tiles, query = self._scan_inputs()
+        if not search_serial(xq, *query, self._store.codes, start, stop, *fields, *tables,
+                             *tiles, self._to_metric(False), D, I):
+            return None
+        if self.codec.center and self.codec.metric == "cosine":
             _zero_queries_score_zero(xq, D, I)
         return D, I
 
@@ -395,7 +402,7 @@ class TurboQuantIndex:
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
         if stop > start and store.layout == "blocked":
             grouped = nq >= 2 * threads
-            fields, tables, tiles = self._scan_inputs()
+            fields, tables, tiles, _ = self._scan_inputs()
             args = (store.codes, start, stop, *fields, y, *tables, n_chunks, grouped, *tiles,
                     out_s, out_i)
             if threads == 1 or nq * n_chunks == 1:
@@ -413,10 +420,10 @@ class TurboQuantIndex:
         """The blocked scan's arguments that depend on the index alone, cached until
         the stored vectors change (the filter's constants take a pass over the norms).
 
-        Returns ``(fields, tables, tiles)``: the candidate filter's inputs
-        (:func:`filter_fields`) and the stored norms and gains; what the query
-        tables are built from; the tile size and whether batches may use int8
-        dot products.
+        Returns ``(fields, tables, tiles, query)``: the candidate filter's
+        inputs (:func:`filter_fields`) and the stored norms and gains; what the
+        query tables are built from; the tile size and whether batches may use
+        int8 dot products; how queries are prepared (for :meth:`_search_serial`).
         """
         store, codec = self._store, self.codec
         key = (store.codes, store.arrays.get("norms"), store.arrays.get("gains"))
@@ -432,6 +439,8 @@ class TurboQuantIndex:
                  codec.distance_form),
                 (tile_blocks_for(store.codes),
                  use_dot(codec.index_bits, store.codes, True, books)),
+                (codec.metric == "cosine", codec.mean if codec.center else _NO_MEAN,
+                 *codec.rotation.query_args()),
             )
             cached = (store.n, key, inputs)
             self._scan_cache = cached

@@ -11,10 +11,10 @@ import numbers
 
 import numpy as np
 
-__all__ = ["as_matrix", "check_k", "check_positive_int"]
+__all__ = ["as_matrix", "check_finite", "check_k", "check_positive_int"]
 
 
-def as_matrix(x, d: int | None = None, *, name: str = "x") -> np.ndarray:
+def as_matrix(x, d: int | None = None, *, name: str = "x", check_finite: bool = True) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 matrix of shape (n, d).
 
     Parameters
@@ -25,6 +25,9 @@ def as_matrix(x, d: int | None = None, *, name: str = "x") -> np.ndarray:
         Expected number of columns.
     name : str
         Argument name used in error messages.
+    check_finite : bool
+        Reject NaN and infinities (callers that check later pass False and call
+        :func:`check_finite` themselves).
 
     Raises
     ------
@@ -52,13 +55,23 @@ def as_matrix(x, d: int | None = None, *, name: str = "x") -> np.ndarray:
     else:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
             out = np.ascontiguousarray(arr, dtype=np.float32)
+    if check_finite:
+        _check_finite(out, name)
+    return out
+
+
+def _check_finite(out: np.ndarray, name: str) -> None:
     if out.size and not _all_finite(out):
         bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
         raise ValueError(
             f"{name} contains NaN or infinite values (first bad row: {int(bad[0])}); "
             "clean or drop those rows first"
         )
-    return out
+
+
+def check_finite(x: np.ndarray, name: str = "x") -> None:
+    """Raise the ValueError of :func:`as_matrix` if float32 ``x`` holds NaN or inf."""
+    _check_finite(x, name)
 
 
 def _all_finite(x: np.ndarray) -> bool:

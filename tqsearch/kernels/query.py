@@ -27,6 +27,9 @@ def search_serial(x, unit, mean, pre, matrix, signs, factors, perms, offsets, bl
                   result_form, out_s, out_i):
     """Best ``k`` stored vectors of each row of ``x`` in the blocked layout, sorted.
 
+    Returns False, without scanning, when a query's squared norm is not finite
+    (NaN or infinite coordinates), True otherwise.
+
     Parameters
     ----------
     x : float32 (nq, d)
@@ -54,6 +57,9 @@ def search_serial(x, unit, mean, pre, matrix, signs, factors, perms, offsets, bl
     centred = np.empty((nq, d), dtype=np.float32)
     sq_norms = np.empty(nq, dtype=np.float32)
     prepare_rows(x, unit, mean, centred, sq_norms)
+    for q in range(nq):
+        if not np.isfinite(sq_norms[q]):
+            return False
     y = np.empty((nq, d), dtype=np.float32)
     if columns.shape[0] > 0:
         project_rows_serial(centred, columns, y)
@@ -65,3 +71,4 @@ def search_serial(x, unit, mean, pre, matrix, signs, factors, perms, offsets, bl
                              norms, gains, y, centroids, bits, coords, books, mode,
                              distance_form, 1, nq >= 2, tile_blocks, dot, heap_s, heap_i)
     _finalize(heap_s.reshape(nq, k), heap_i.reshape(nq, k), sq_norms, result_form, out_s, out_i)
+    return True
