@@ -149,18 +149,8 @@ def _prepare(y, centroids, bits, coords, books, luts, luts_u8, q, params):
         book_lut(y, coords, books, lut)
     else:
         build_field_lut(y, centroids, bits, lut)
-    scale, bias = quantize_lut(lut, luts_u8[q], TABLE_GROUP)
-    # exact bound on |float table sum - (bias + scale * integer sum)|
-    err = 0.0
-    for m in range(M):
-        worst = 0.0
-        lo = lut[m, 0]
-        for e in range(16):
-            lo = min(lo, lut[m, e])
-        for e in range(16):
-            diff = abs(np.float64(lut[m, e]) - (lo + scale * np.float64(luts_u8[q, m, e])))
-            worst = max(worst, diff)
-        err += worst
+    # err: exact bound on |float table sum - (bias + scale * integer sum)|
+    scale, bias, err = quantize_lut(lut, luts_u8[q], TABLE_GROUP)
     # float32 rounding of the exact sums and of the filter's own arithmetic, with margin
     err = err * 1.0001 + 1e-6 * (abs(bias) + scale * 255.0 * M)
     params[3 * q] = np.float32(bias + err)

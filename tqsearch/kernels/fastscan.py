@@ -333,7 +333,7 @@ def quantize_lut(T, L, group=1, step=STEP):
     the smallest for which every entry fits in 8 bits and, when ``group > 1``, every
     grouped set of rows (see :func:`lut_group`) sums to at most 255. Then
 
-        sum_m T[m, code_m] ~= scale * S + bias,   |error| <= scale * M / 2
+        sum_m T[m, code_m] ~= scale * S + bias,   |error| <= err <= scale * M / 2
 
     where ``S`` is the scanner's integer sum. For TurboQuant tables (row ranges
     proportional to ``|y_m|``) the step for ``group = 2`` is ~1.4x, for ``group = 4``
@@ -351,6 +351,9 @@ def quantize_lut(T, L, group=1, step=STEP):
     Returns
     -------
     scale, bias : float
+    err : float
+        ``sum_m max_c |T[m, c] - (lo_m + scale * L[m, c])|``: the largest error
+        of a table sum, computed exactly (at most ``scale * M / 2``).
     """
     M = T.shape[0]
     lo = np.empty(M, dtype=np.float64)
@@ -378,12 +381,17 @@ def quantize_lut(T, L, group=1, step=STEP):
     scale = need if need > 0.0 else 1.0
     inv = 1.0 / scale
     bias = 0.0
+    err = 0.0
     for m in range(M):
         bias += lo[m]
+        worst = 0.0
         for c in range(16):
-            q = np.floor((np.float64(T[m, c]) - lo[m]) * inv + 0.5)
-            L[m, c] = np.uint8(min(q, 255.0))
-    return scale, bias
+            t = np.float64(T[m, c])
+            q = min(np.floor((t - lo[m]) * inv + 0.5), 255.0)
+            L[m, c] = np.uint8(q)
+            worst = max(worst, abs(t - (lo[m] + scale * q)))
+        err += worst
+    return scale, bias, err
 
 
 # ---------------------------------------------------------------------------------
