@@ -283,7 +283,8 @@ def info(index_path):
         ("metric", index.metric),
         ("estimator", index.estimator + (" + qjl" if index.qjl else "")),
         ("qjl", "yes" if index.qjl else "no"),
-        ("rotation", f"{index.rotation} (seed {index.seed})"),
+        ("rotation", "principal axes (trained)" if index.estimator == "pca"
+         else f"{index.rotation} (seed {index.seed})"),
         ("bytes per vector", f"{per_vector} (codes {index.code_size}"
                              + (f", kept vectors {index.raw_size})" if index.raw_size else ")")),
         ("kept vectors", index.keep_vectors or "no"),

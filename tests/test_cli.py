@@ -199,3 +199,16 @@ def test_datasets_list(runner):
     assert r.exit_code == 0
     names = [line.split()[0] for line in r.output.strip().splitlines()[1:]]
     assert "glove-25-angular" in names and "sift-128-euclidean" in names
+
+
+def test_build_and_query_with_the_pca_codec(runner, ann_file, tmp_path):
+    index_path = tmp_path / "pca.tqs"
+    r = _run(runner, ["build", ann_file, "-o", index_path, "--bits", "3",
+                      "--estimator", "pca"])
+    assert r.exit_code == 0, r.output
+    info = _run(runner, ["info", index_path]).output
+    assert "pca" in info and "principal axes" in info
+    index = tqsearch.read_index(index_path)
+    assert index.estimator == "pca" and index.bits == 3
+    r = _run(runner, ["query", index_path, ann_file, "-k", "3"])
+    assert r.exit_code == 0, r.output
