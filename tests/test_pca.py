@@ -99,7 +99,8 @@ def test_encode_kernel_matches_reference():
     books[0, :, 1] = 0
     codes = np.empty((n, 3), dtype=np.uint8)
     dots = np.empty(n, dtype=np.float32)
-    encode_books(z, coords, books, SCALE_SEARCH, codes, dots)
+    encode_books(z, coords, np.ascontiguousarray(books.transpose(0, 2, 1)), SCALE_SEARCH,
+                 codes, dots)
 
     full = np.zeros((5, 16, d))  # centroids as d-vectors
     for m, row in enumerate(coords):

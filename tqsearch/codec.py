@@ -381,6 +381,8 @@ class PcaCodec(TurboQuantCodec):
         self.codebook = PcaCodebook(np.ascontiguousarray(codebook.basis, dtype=np.float32),
                                     coords,
                                     np.ascontiguousarray(codebook.books, dtype=np.float32))
+        # the scan's and the encoder's layout: an axis's 16 centroid values contiguous
+        self._tables = np.ascontiguousarray(self.codebook.books.transpose(0, 2, 1))
         self.rotation = DenseRotation(d, matrix=self.codebook.basis)
 
     def fit(self, x: np.ndarray) -> None:
@@ -392,8 +394,15 @@ class PcaCodec(TurboQuantCodec):
 
     @property
     def books(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(coords, books)`` for the scan kernels' tables."""
+        """``(coords, books)``: axes per nibble, int32 (M, G), and centroids,
+        float32 (M, 16, G)."""
         return self.codebook.coords, self.codebook.books
+
+    @property
+    def tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(coords, books transposed)``, float32 (M, G, 16): what the kernels read
+        (:func:`tqsearch.kernels.books.book_lut`)."""
+        return self.codebook.coords, self._tables
 
     def encode(self, x: np.ndarray, blocked: np.ndarray | None = None,
                first_block: int = 0) -> EncodedBatch:
@@ -406,7 +415,7 @@ class PcaCodec(TurboQuantCodec):
         n = x.shape[0]
         codes = np.empty((n, self.code_bytes), dtype=np.uint8)
         dots = np.empty(n, dtype=np.float32)
-        encode_books(projected, *self.books, self.scales, codes, dots)
+        encode_books(projected, *self.tables, self.scales, codes, dots)
         gains = _to_fixed(np.divide(1.0, dots, out=np.zeros_like(dots), where=dots > 0))
         if not self.has_norms:
             norms = np.empty(0, dtype=np.float32)

@@ -162,7 +162,7 @@ class TurboQuantIndex:
         fixed += [a for a in codec.rotation.kernel_args(True) if isinstance(a, np.ndarray)]
         fixed += [a for a in (codec.mean, codec.qjl_matrix) if a is not None]
         if codec.estimator == "pca" and codec.trained:
-            fixed += list(codec.books)
+            fixed += [*codec.books, codec.tables[1]]
         unique = {id(a): a for a in fixed}
         return self._store.nbytes + int(sum(a.nbytes for a in unique.values()))
 
@@ -431,7 +431,7 @@ class TurboQuantIndex:
         if (cached is None or cached[0] != store.n
                 or any(a is not b for a, b in zip(cached[1], key, strict=True))):
             norms, gains = store.field("norms"), store.field("gains")
-            coords, books = codec.books if codec.estimator == "pca" else _NO_BOOKS
+            coords, books = codec.tables if codec.estimator == "pca" else _NO_BOOKS
             inputs = (
                 (*filter_fields(norms, gains, store.n, codec.mode, codec.distance_form),
                  norms, gains),
@@ -452,7 +452,7 @@ class TurboQuantIndex:
 
 
 # stand-ins for the nibble codebooks of the PCA codec (TurboQuant tables come from centroids)
-_NO_BOOKS = (np.empty((0, 1), dtype=np.int32), np.empty((0, 16, 1), dtype=np.float32))
+_NO_BOOKS = (np.empty((0, 1), dtype=np.int32), np.empty((0, 1, 16), dtype=np.float32))
 
 
 _NO_MEAN = np.empty(0, dtype=np.float32)

@@ -336,9 +336,9 @@ def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc
     bits : int
         1, 2 or 4 (the PCA codec: 1 to 4, average over coordinates).
     coords : int32 (M, G) or (0, 1)
-    books : float32 (M, 16, G) or (0, 16, 1)
-        Nibble codebooks of the PCA codec (:mod:`.books`); empty for TurboQuant
-        codes, whose tables come from ``centroids``.
+    books : float32 (M, G, 16) or (0, 1, 16)
+        Nibble codebooks of the PCA codec, axis by axis (:mod:`.books`); empty
+        for TurboQuant codes, whose tables come from ``centroids``.
     mode : int
         ``MODE_MSE`` or ``MODE_CORRECTED``.
     distance_form : bool

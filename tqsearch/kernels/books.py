@@ -4,8 +4,9 @@ The trained codec (:mod:`tqsearch.pca`) codes each nibble ``m`` of a vector
 as the nearest of 16 centroids ``books[m, e]`` over the coordinates
 ``coords[m, :]`` of its principal-axis projection (``-1`` pads a group of
 fewer than ``G`` coordinates). A query's table is then ``T[m, e] = sum_t
-y[coords[m, t]] * books[m, e, t]``, the same (M, 16) table the fast scan of
-TurboQuant codes reads, so both codecs share every scan kernel.
+y[coords[m, t]] * books[m, e, t]`` (built from the codebooks transposed, (M,
+G, 16)), the same (M, 16) table the fast scan of TurboQuant codes reads, so
+both codecs share every scan kernel.
 """
 
 from __future__ import annotations
@@ -19,21 +20,27 @@ __all__ = ["book_lut", "encode_books", "kmeans_books"]
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def book_lut(y, coords, books, lut):
-    """Fill ``lut`` (M, 16) with the inner products of ``y`` and every centroid."""
-    M, E, G = books.shape
+def book_lut(y, coords, tables, lut):
+    """Fill ``lut`` (M, 16) with the inner products of ``y`` and every centroid.
+
+    ``tables`` is the codebooks axis by axis, float32 (M, G, 16) (``books``
+    transposed, so that an axis's 16 values are one contiguous row).
+    """
+    M, G, E = tables.shape
     for m in range(M):
         for e in range(E):
-            acc = np.float32(0.0)
-            for t in range(G):
-                j = coords[m, t]
-                if j >= 0:
-                    acc += y[j] * books[m, e, t]
-            lut[m, e] = acc
+            lut[m, e] = np.float32(0.0)
+        for t in range(G):
+            j = coords[m, t]
+            if j < 0:  # padding comes last
+                break
+            yj = y[j]
+            for e in range(E):
+                lut[m, e] += yj * tables[m, t, e]
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def encode_books(z, coords, books, scales, codes, dots):
+def encode_books(z, coords, tables, scales, codes, dots):
     """Code unit vectors (in the principal basis) with the nibble codebooks.
 
     Each vector ``z`` is coded as the nearest centroids of ``t * z`` for the
@@ -47,7 +54,8 @@ def encode_books(z, coords, books, scales, codes, dots):
     z : float32 (n, d)
         Unit vectors (or zero rows), projected on the principal axes.
     coords : int32 (M, G)
-    books : float32 (M, 16, G)
+    tables : float32 (M, G, 16)
+        The codebooks axis by axis (:func:`book_lut`).
     scales : float32 (S,)
     codes : uint8 (n, ceil(M / 2)), written
         Nibble ``m`` in the low (``m`` even) or high half of byte ``m // 2``.
@@ -55,19 +63,19 @@ def encode_books(z, coords, books, scales, codes, dots):
         ``<z, z_hat>`` of the chosen reconstruction.
     """
     n = z.shape[0]
-    M, E, G = books.shape
+    M, G, E = tables.shape
     S = scales.shape[0]
     sq = np.zeros((M, E), dtype=np.float32)
     for m in range(M):
-        for e in range(E):
-            for t in range(G):
-                sq[m, e] += books[m, e, t] * books[m, e, t]
+        for t in range(G):
+            for e in range(E):
+                sq[m, e] += tables[m, t, e] * tables[m, t, e]
     for v in prange(n):
         proj = np.empty((M, E), dtype=np.float32)
         picks = np.empty((S, M), dtype=np.uint8)
         dot = np.zeros(S, dtype=np.float32)
         norm2 = np.zeros(S, dtype=np.float32)
-        book_lut(z[v], coords, books, proj)  # <z, c> of every centroid
+        book_lut(z[v], coords, tables, proj)  # <z, c> of every centroid
         for m in range(M):
             for s in range(S):
                 two_t = np.float32(2.0) * scales[s]
