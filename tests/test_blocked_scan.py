@@ -160,7 +160,6 @@ def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks, bits, d):
     # over; tiles of 1 and 3 blocks over 300 vectors (10 blocks, a ragged last tile).
     # At 4 bits octets of queries are int8 dot products where the CPU has them
     # (d = 26: the last step of sub-codes is partial).
-    from tqsearch.index import _NO_BOOKS
     from tqsearch.kernels.blocked_scan import GROUP_QUERIES, scan_blocked_topk, use_dot
 
     x, q = data(300, d, 2 * GROUP_QUERIES + 5, seed=11)
@@ -175,7 +174,7 @@ def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks, bits, d):
         fields = index._filter_fields()
         scan_blocked_topk(store.codes, start, stop, *fields, store.field("norms"),
                           store.field("gains"), y, codec.centroids, codec.index_bits,
-                          *_NO_BOOKS, codec.mode, codec.distance_form, 1, True, tile_blocks,
+                          *codec.tables, codec.mode, codec.distance_form, 1, True, tile_blocks,
                           use_dot(codec.index_bits, store.codes, True), out_s, out_i)
         got = finalize_topk(out_s.reshape(len(q), -1), out_i.reshape(len(q), -1), k)
         assert_same(got, float_reference(index, q, k, start, stop))

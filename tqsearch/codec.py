@@ -72,6 +72,7 @@ SCALE_SEARCH = np.array([0.8, 0.9, 1.0, 1.15, 1.3], dtype=np.float32)
 
 
 _NO_BLOCKS = np.empty((0, 0), dtype=np.uint8)
+_NO_TABLES = (np.empty((0, 1), dtype=np.int32), np.empty((0, 1, 16), dtype=np.float32))
 _NO_MEAN = np.empty(0, dtype=np.float32)
 
 
@@ -154,6 +155,22 @@ class TurboQuantCodec:
     def create(cls, d, bits, metric, qjl, rotation, estimator, seed, center=False):
         return cls(d, bits, metric, qjl, make_rotation(rotation, d, seed), estimator, seed=seed,
                    center=center)
+
+    @property
+    def needs_training(self) -> bool:
+        """Whether codes depend on a sample (:meth:`fit`): the centring mean."""
+        return self.center
+
+    def fit(self, x: np.ndarray) -> None:
+        """Learn what the codes depend on from float32 (n, d) vectors: the centring mean."""
+        if self.center:
+            self.fit_mean(x)
+
+    @property
+    def tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Nibble codebooks for the scan kernels' tables: none (they come from
+        ``centroids``), as empty stand-ins; see :attr:`PcaCodec.tables`."""
+        return _NO_TABLES
 
     def fit_mean(self, x: np.ndarray) -> None:
         """Set the centering mean from float32 (n, d) vectors (normalised first for cosine)."""
@@ -365,6 +382,10 @@ class PcaCodec(TurboQuantCodec):
     @property
     def trained(self) -> bool:
         return self.codebook is not None
+
+    @property
+    def needs_training(self) -> bool:
+        return True
 
     def set_codebook(self, codebook: PcaCodebook) -> None:
         """Adopt trained axes and codebooks (checked against ``d`` and ``bits``)."""

@@ -131,7 +131,7 @@ class TurboQuantIndex:
         self.keep_vectors = keep_vectors
         self.codec = make_codec(d, int(bits), metric, bool(qjl), rotation, estimator, self.seed,
                                 center=bool(center))
-        self.is_trained = not self.codec.center and estimator != "pca"
+        self.is_trained = not self.codec.needs_training
         self._store = CodeStore(self.codec, keep_vectors)
         self._scan_cache = None
         self.n_threads = None
@@ -162,7 +162,8 @@ class TurboQuantIndex:
         fixed += [a for a in codec.rotation.kernel_args(True) if isinstance(a, np.ndarray)]
         fixed += [a for a in (codec.mean, codec.qjl_matrix) if a is not None]
         if codec.estimator == "pca" and codec.trained:
-            fixed += [*codec.books, codec.tables[1]]
+            fixed += list(codec.books)
+        fixed += list(codec.tables)
         unique = {id(a): a for a in fixed}
         return self._store.nbytes + int(sum(a.nbytes for a in unique.values()))
 
@@ -192,18 +193,14 @@ class TurboQuantIndex:
         depend on it).
         """
         x = as_matrix(x, self.d, name="x")
-        pca = self.codec.estimator == "pca"
-        if not (self.codec.center or pca):
+        if not self.codec.needs_training:
             return
         if self.ntotal:
             raise ValueError("train() must come before add(): the index already holds codes "
                              "relative to its current mean; call reset() first")
         if x.shape[0] == 0:
             raise ValueError("train() needs at least one vector")
-        if pca:
-            self.codec.fit(x)
-        else:
-            self.codec.fit_mean(x)
+        self.codec.fit(x)
         self.is_trained = True
 
     def add(self, x, *, progress: Callable[[int], None] | None = None):
@@ -431,7 +428,7 @@ class TurboQuantIndex:
         if (cached is None or cached[0] != store.n
                 or any(a is not b for a, b in zip(cached[1], key, strict=True))):
             norms, gains = store.field("norms"), store.field("gains")
-            coords, books = codec.tables if codec.estimator == "pca" else _NO_BOOKS
+            coords, books = codec.tables
             inputs = (
                 (*filter_fields(norms, gains, store.n, codec.mode, codec.distance_form),
                  norms, gains),
@@ -450,9 +447,6 @@ class TurboQuantIndex:
         """What the blocked scan's candidate filter reads (:func:`filter_fields`)."""
         return self._scan_inputs()[0][:4]
 
-
-# stand-ins for the nibble codebooks of the PCA codec (TurboQuant tables come from centroids)
-_NO_BOOKS = (np.empty((0, 1), dtype=np.int32), np.empty((0, 1, 16), dtype=np.float32))
 
 
 _NO_MEAN = np.empty(0, dtype=np.float32)
