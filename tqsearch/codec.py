@@ -408,8 +408,7 @@ class PcaCodec(TurboQuantCodec):
 
     def fit(self, x: np.ndarray) -> None:
         """Learn the mean (when centring), axes and codebooks from float32 (n, d) vectors."""
-        if self.center:
-            self.fit_mean(x)
+        super().fit(x)
         units, _ = self.normalize(self._centred(x[training_rows(x.shape[0], self.seed)]))
         self.set_codebook(fit_pca_codebook(units, self.bits, self.seed))
 
