@@ -175,6 +175,6 @@ def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks, bits, d):
         scan_blocked_topk(store.codes, start, stop, *fields, store.field("norms"),
                           store.field("gains"), y, codec.centroids, codec.index_bits,
                           *codec.tables, codec.mode, codec.distance_form, 1, True, tile_blocks,
-                          use_dot(codec.index_bits, store.codes, True), out_s, out_i)
+                          use_dot(codec.index_bits, codec.tables[1]), out_s, out_i)
         got = finalize_topk(out_s.reshape(len(q), -1), out_i.reshape(len(q), -1), k)
         assert_same(got, float_reference(index, q, k, start, stop))

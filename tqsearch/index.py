@@ -435,7 +435,7 @@ class TurboQuantIndex:
                 (codec.centroids, codec.index_bits, coords, books, codec.mode,
                  codec.distance_form),
                 (tile_blocks_for(store.codes),
-                 use_dot(codec.index_bits, store.codes, True, books)),
+                 use_dot(codec.index_bits, books)),
                 (codec.metric == "cosine", codec.mean if codec.center else _NO_MEAN,
                  *codec.rotation.query_args()),
             )

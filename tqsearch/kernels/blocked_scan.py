@@ -220,10 +220,11 @@ else:
         """Never called: ``dot`` is False where the int8 dot product is not available."""
 
 
-def use_dot(bits, blocked, grouped, books=None):
-    """Whether a scan should score batches as int8 dot products (see :mod:`.dotscan`):
-    4-bit TurboQuant codes (not nibble codebooks) where the instructions exist."""
-    return bool(DOT_AVAILABLE and bits == 4 and (books is None or books.shape[0] == 0))
+def use_dot(bits, books):
+    """Whether batches may score as int8 dot products (see :mod:`.dotscan`): 4-bit
+    TurboQuant codes (``books`` empty, not nibble codebooks) where the instructions
+    exist."""
+    return bool(DOT_AVAILABLE and bits == 4 and books.shape[0] == 0)
 
 
 def tile_blocks_for(blocked):
