@@ -153,14 +153,23 @@ def test_portable_variant_equals_float_scan():
     assert out.stdout.strip().endswith("ok")
 
 
-@pytest.mark.parametrize("bits, d", [(2, 24), (4, 24), (4, 26)])
+def _engines(bits, books):
+    """The engines this CPU can scan codes of ``bits`` with: its best and the byte
+    shuffles every SIMD variant has."""
+    from tqsearch.kernels.blocked_scan import ENGINE_SHUFFLE, scan_engine
+
+    return sorted({scan_engine(bits, books), ENGINE_SHUFFLE})
+
+
+@pytest.mark.parametrize("bits, d", [(1, 40), (2, 24), (2, 30), (4, 24), (4, 26)])
 @pytest.mark.parametrize("tile_blocks", [1, 3])
 def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks, bits, d):
     # 37 queries: two full groups and a partial one with a single query left
-    # over; tiles of 1 and 3 blocks over 300 vectors (10 blocks, a ragged last tile).
-    # At 4 bits octets of queries are int8 dot products where the CPU has them
-    # (d = 26: the last step of sub-codes is partial).
-    from tqsearch.kernels.blocked_scan import GROUP_QUERIES, scan_blocked_topk, use_dot
+    # over; tiles of 1 and 3 blocks over 300 vectors (10 blocks, a ragged last
+    # tile). Every engine: byte shuffles two queries a pass; where the CPU has
+    # VNNI, eight queries a pass of 64-byte table lookups (1 and 2 bits) or int8
+    # dot products (4 bits). d = 26 and 30: the last step of sub-codes is partial.
+    from tqsearch.kernels.blocked_scan import GROUP_QUERIES, scan_blocked_topk
 
     x, q = data(300, d, 2 * GROUP_QUERIES + 5, seed=11)
     index = tqsearch.TurboQuantIndex(d, bits, metric="l2")
@@ -168,13 +177,14 @@ def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks, bits, d):
     codec, store = index.codec, index._store
     y, _, _ = codec.prepare_queries(q)
     k = 7
-    for start, stop in [(0, 300), (37, 251)]:
-        out_s = np.empty((len(q), 1, k), dtype=np.float32)
-        out_i = np.empty((len(q), 1, k), dtype=np.int64)
-        fields = index._filter_fields()
-        scan_blocked_topk(store.codes, start, stop, *fields, store.field("norms"),
-                          store.field("gains"), y, codec.centroids, codec.index_bits,
-                          *codec.tables, codec.mode, codec.distance_form, 1, True, tile_blocks,
-                          use_dot(codec.index_bits, codec.tables[1]), out_s, out_i)
-        got = finalize_topk(out_s.reshape(len(q), -1), out_i.reshape(len(q), -1), k)
-        assert_same(got, float_reference(index, q, k, start, stop))
+    for engine in _engines(codec.index_bits, codec.tables[1]):
+        for start, stop in [(0, 300), (37, 251)]:
+            out_s = np.empty((len(q), 1, k), dtype=np.float32)
+            out_i = np.empty((len(q), 1, k), dtype=np.int64)
+            fields = index._filter_fields()
+            scan_blocked_topk(store.codes, start, stop, *fields, store.field("norms"),
+                              store.field("gains"), y, codec.centroids, codec.index_bits,
+                              *codec.tables, codec.mode, codec.distance_form, 1, True,
+                              tile_blocks, engine, out_s, out_i)
+            got = finalize_topk(out_s.reshape(len(q), -1), out_i.reshape(len(q), -1), k)
+            assert_same(got, float_reference(index, q, k, start, stop))

@@ -428,3 +428,43 @@ def test_dot_filter_masks_equal_integer_dot_products(M):
         for q in range(8):
             got = [(int(out[q, r // 32]) >> (r % 32)) & 1 for r in range(n)]
             assert got == (dots[q] > t).astype(int).tolist()
+
+
+@pytest.mark.skipif(not fastscan.DOT_AVAILABLE, reason="no AVX-512 VNNI/VBMI here")
+@pytest.mark.parametrize("M", [1, 4, 13, 14, 15, 40])
+def test_perm_filter_masks_equal_table_sums(M):
+    # 64-byte table lookups summed by byte dot products, eight queries a pass and
+    # one at a time: bit r of a query's mask is set iff its table sum over vector
+    # r's nibbles exceeds t (full 8-bit tables; M % 4 != 0: a partial last step).
+    @njit
+    def run(blocked, M, luts, norms, gains, form_array, params, masks, eights, out):
+        form = (form_array[0], form_array[1], form_array[2], form_array[3])
+        for b in range(blocked.shape[0]):
+            if eights:
+                simd.block_perm_filter_q8(blocked, b, M, luts, 0, norms, gains, form, params,
+                                          masks)
+            else:
+                for q in range(8):
+                    simd.block_perm_filter_q1(blocked, b, M, luts, q, norms, gains, form,
+                                              params, masks)
+            out[:, b] = masks
+
+    rng = np.random.default_rng(M)
+    n = 96
+    nibbles = rng.integers(0, 16, (n, M)).astype(np.uint8)
+    nibbles[:5] = 15
+    luts = rng.integers(0, 256, (8, M, 16)).astype(np.uint8)
+    luts[:, :, 15] = 255  # the largest sums: nothing wraps
+    blocked = fastscan.pack_blocked(nibbles)
+    sums = np.stack([reference_sums(luts[q], nibbles) for q in range(8)])
+    norms, gains = np.ones(32, np.float32), np.full(32, 16384, np.uint16)
+    form = np.array([1 / 16384, 0, 0, 0], np.float32)
+    for eights in (True, False):
+        for t in np.percentile(sums, [1, 50, 99]):
+            params = np.tile(np.array([0.0, 1.0, t], np.float32), 8)
+            out = np.zeros((8, blocked.shape[0]), np.int64)
+            run(blocked, M, luts, norms, gains, form, params, np.zeros(8, np.int64), eights,
+                out)
+            for q in range(8):
+                got = [(int(out[q, r // 32]) >> (r % 32)) & 1 for r in range(n)]
+                assert got == (sums[q] > np.float32(t)).astype(int).tolist()

@@ -129,9 +129,15 @@ def test_encode_kernel_matches_reference():
 @pytest.mark.parametrize("metric, center", [("ip", False), ("cosine", True), ("l2", True),
                                             ("l2", False)])
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
-def test_search_scores_are_decoded_inner_products(synthetic, metric, center, bits):
+@pytest.mark.parametrize("engine", ["best", "shuffle"])
+def test_search_scores_are_decoded_inner_products(synthetic, monkeypatch, metric, center, bits,
+                                                  engine):
     # the scan scores exactly the reconstructions, with the distance identity on the
-    # stored norm where the index uses it; d = 37 leaves half a byte of padding
+    # stored norm where the index uses it; d = 37 leaves half a byte of padding. Both
+    # the CPU's best scan engine and the byte shuffles every SIMD variant has.
+    if engine == "shuffle":
+        from tqsearch.kernels.blocked_scan import ENGINE_SHUFFLE
+        monkeypatch.setattr("tqsearch.index.scan_engine", lambda bits, books: ENGINE_SHUFFLE)
     ds = synthetic(d=37, nb=400, nq=6)
     index = build(ds.xb, bits=bits, metric=metric, center=center, seed=3)
     assert index.code_size == -(-37 * bits // 8) + 4 * (metric != "cosine" or center) + 2

@@ -16,7 +16,7 @@ from .kernels.blocked_scan import (
     scan_blocked_topk,
     scan_blocked_topk_serial,
     tile_blocks_for,
-    use_dot,
+    scan_engine,
 )
 from .kernels.fastscan import BLOCK
 from .kernels.query import search_serial
@@ -419,8 +419,8 @@ class TurboQuantIndex:
 
         Returns ``(fields, tables, tiles, query)``: the candidate filter's
         inputs (:func:`filter_fields`) and the stored norms and gains; what the
-        query tables are built from; the tile size and whether batches may use
-        int8 dot products; how queries are prepared (for :meth:`_search_serial`).
+        query tables are built from; the tile size and the scan engine
+        (:func:`scan_engine`); how queries are prepared (for :meth:`_search_serial`).
         """
         store, codec = self._store, self.codec
         key = (store.codes, store.arrays.get("norms"), store.arrays.get("gains"))
@@ -435,7 +435,7 @@ class TurboQuantIndex:
                 (codec.centroids, codec.index_bits, coords, books, codec.mode,
                  codec.distance_form),
                 (tile_blocks_for(store.codes),
-                 use_dot(codec.index_bits, books)),
+                 scan_engine(codec.index_bits, books)),
                 (codec.metric == "cosine", codec.mean if codec.center else _NO_MEAN,
                  *codec.rotation.query_args()),
             )

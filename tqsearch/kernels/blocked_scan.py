@@ -27,9 +27,13 @@ rounding error.
 
 Batches go in groups of queries that scan the codes a cache-sized tile of
 blocks at a time, so that codes are read from memory once per group rather
-than once per query; within a tile, two queries share each pass over a block
-(shared code loads and nibble splits), each with its own table, threshold and
-heap.
+than once per query. Within a tile an *engine* (:func:`scan_engine`) scores
+the blocks: byte shuffles with 16-bit sums, two queries sharing each pass
+(every SIMD variant); or, where AVX-512 VNNI and VBMI exist, eight queries a
+pass with 64-byte table lookups summed by byte dot products (tables quantized
+to the full 8 bits, ``group = 1``), or, for 4-bit TurboQuant codes, int8 dot
+products of the quantized query with the codebook levels
+(:mod:`tqsearch.kernels.dotscan`). All test the same rigorous bound.
 """
 
 from __future__ import annotations
@@ -50,11 +54,16 @@ from .fastscan import (
     scan_block_filter2,
 )
 from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine
-from .simd import block_dot_filter_q1, block_dot_filter_q8
+from .simd import (
+    block_dot_filter_q1,
+    block_dot_filter_q8,
+    block_perm_filter_q1,
+    block_perm_filter_q8,
+)
 from .topk import heap_init, heap_push
 
 __all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "filter_fields", "tile_blocks_for",
-           "use_dot",
+           "scan_engine", "ENGINE_SHUFFLE", "ENGINE_PERM", "ENGINE_DOT",
            "MODE_CORRECTED", "GAIN_ONE"]
 
 # Relative margin of the filter's threshold: covers the float32 rounding of
@@ -135,13 +144,15 @@ def _lowered(threshold, fc_max):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _prepare(y, centroids, bits, coords, books, luts, luts_u8, q, params):
+def _prepare(y, centroids, bits, coords, books, luts, luts_u8, q, params, group):
     """Float and quantized tables of one query, and its filter's offset and scale.
 
     The table comes from the nibble codebooks ``books`` when there are any
     (the PCA codec, :mod:`.books`), else from the scalar ``centroids``.
-    Writes ``luts[q]``, ``luts_u8[q]``, ``params[3 q : 3 q + 2]``; returns the
-    byte grouping that is exact for the quantized table.
+    The quantized table is exact for scanners adding ``group`` steps as bytes
+    (:func:`.fastscan.quantize_lut`). Writes ``luts[q]``, ``luts_u8[q]``,
+    ``params[3 q : 3 q + 2]``; returns the byte grouping that is exact for the
+    quantized table.
     """
     M = luts.shape[1]
     lut = luts[q]
@@ -150,7 +161,7 @@ def _prepare(y, centroids, bits, coords, books, luts, luts_u8, q, params):
     else:
         build_field_lut(y, centroids, bits, lut)
     # err: exact bound on |float table sum - (bias + scale * integer sum)|
-    scale, bias, err = quantize_lut(lut, luts_u8[q], TABLE_GROUP)
+    scale, bias, err = quantize_lut(lut, luts_u8[q], group)
     # float32 rounding of the exact sums and of the filter's own arithmetic, with margin
     err = err * 1.0001 + 1e-6 * (abs(bias) + scale * 255.0 * M)
     params[3 * q] = np.float32(bias + err)
@@ -186,21 +197,35 @@ def _take(blocked, M, base, mask, luts, q, norms, gains, mode, distance_form, fc
     params[3 * q + 2] = _lowered(threshold, fc_max)
 
 
+#: How a batch's blocks are scored (:func:`scan_engine`): byte shuffles with
+#: 16-bit sums, two queries per pass (any SIMD variant); 64-byte table lookups
+#: summed by byte dot products, eight queries per pass; int8 dot products of
+#: 4-bit codes with the quantized query, eight queries per pass.
+ENGINE_SHUFFLE, ENGINE_PERM, ENGINE_DOT = 0, 1, 2
+
+
 if DOT_AVAILABLE:
 
     @njit(inline="always", fastmath=FASTMATH)
-    def _dot_pass(blocked, t0, t1, M, start, stop, weights, o, width, levels, biases,
-                  filter_norms, filter_gains, form, params, masks, luts, norms, gains, mode,
-                  distance_form, fc_max, out_score, out_label, q0, c):
+    def _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o, width, levels,
+                   biases, filter_norms, filter_gains, form, params, masks, luts, norms, gains,
+                   mode, distance_form, fc_max, out_score, out_label, q0, c):
         """Queries ``o .. o + width - 1`` (width 8 or 1) of a group against blocks
-        ``t0 .. t1 - 1``, as int8 dot products."""
+        ``t0 .. t1 - 1``, by ``ENGINE_DOT`` or ``ENGINE_PERM``."""
         for b in range(t0, t1):
-            if width == QUERIES_PER_PASS:
-                hits = block_dot_filter_q8(blocked, b, M, weights, o, levels, biases,
-                                           filter_norms, filter_gains, form, params, masks)
+            if engine == ENGINE_DOT:
+                if width == QUERIES_PER_PASS:
+                    hits = block_dot_filter_q8(blocked, b, M, weights, o, levels, biases,
+                                               filter_norms, filter_gains, form, params, masks)
+                else:
+                    hits = block_dot_filter_q1(blocked, b, M, weights, o, levels, biases,
+                                               filter_norms, filter_gains, form, params, masks)
+            elif width == QUERIES_PER_PASS:
+                hits = block_perm_filter_q8(blocked, b, M, luts_u8, o, filter_norms,
+                                            filter_gains, form, params, masks)
             else:
-                hits = block_dot_filter_q1(blocked, b, M, weights, o, levels, biases,
-                                           filter_norms, filter_gains, form, params, masks)
+                hits = block_perm_filter_q1(blocked, b, M, luts_u8, o, filter_norms,
+                                            filter_gains, form, params, masks)
             if hits == 0:
                 continue
             base = b * BLOCK
@@ -214,17 +239,20 @@ if DOT_AVAILABLE:
 else:
 
     @njit(inline="always")
-    def _dot_pass(blocked, t0, t1, M, start, stop, weights, o, width, levels, biases,
-                  filter_norms, filter_gains, form, params, masks, luts, norms, gains, mode,
-                  distance_form, fc_max, out_score, out_label, q0, c):
-        """Never called: ``dot`` is False where the int8 dot product is not available."""
+    def _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o, width, levels,
+                   biases, filter_norms, filter_gains, form, params, masks, luts, norms, gains,
+                   mode, distance_form, fc_max, out_score, out_label, q0, c):
+        """Never called: only ``ENGINE_SHUFFLE`` is chosen where VNNI is not available."""
 
 
-def use_dot(bits, books):
-    """Whether batches may score as int8 dot products (see :mod:`.dotscan`): 4-bit
-    TurboQuant codes (``books`` empty, not nibble codebooks) where the instructions
-    exist."""
-    return bool(DOT_AVAILABLE and bits == 4 and books.shape[0] == 0)
+def scan_engine(bits, books):
+    """The fastest engine this process can scan codes of ``bits`` with (``books``:
+    nibble codebooks, empty for TurboQuant codes): ``ENGINE_DOT`` for 4-bit
+    TurboQuant codes, ``ENGINE_PERM`` for any other nibble tables where AVX-512
+    VNNI and VBMI are available, else ``ENGINE_SHUFFLE``."""
+    if not DOT_AVAILABLE:
+        return ENGINE_SHUFFLE
+    return ENGINE_DOT if bits == 4 and books.shape[0] == 0 else ENGINE_PERM
 
 
 def tile_blocks_for(blocked):
@@ -235,16 +263,16 @@ def tile_blocks_for(blocked):
 @njit(cache=True, fastmath=FASTMATH)
 def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, fc_max, norms,
                 gains, y, q0, n_queries, centroids, bits, coords, books, mode, distance_form,
-                out_score, out_label, c, tile_blocks, dot):
+                out_score, out_label, c, tile_blocks, engine):
     """Queries ``q0 .. q0 + n_queries - 1`` against blocks ``b0 .. b1 - 1``.
 
     Blocks are taken ``tile_blocks`` at a time and every query of the group
     scans a tile before the next is read: the tile's codes come from cache
-    for all but the first query. Within a tile queries go in pairs, both
-    tables applied in one pass over each block (shared code loads and nibble
-    splits). With ``dot`` (4-bit codes, see :mod:`tqsearch.kernels.dotscan`)
-    queries are int8 dot products instead, eight at a time and the rest one by
-    one. Vectors outside ``[start, stop)`` are skipped; the heaps are
+    for all but the first query. Within a tile, ``ENGINE_SHUFFLE`` takes
+    queries in pairs, both tables applied in one pass over each block (shared
+    code loads and nibble splits); ``ENGINE_PERM`` and ``ENGINE_DOT`` (see
+    :func:`scan_engine`) take them eight at a time and the rest one by one.
+    Vectors outside ``[start, stop)`` are skipped; the heaps are
     ``out_score[q, c]`` / ``out_label[q, c]``.
     """
     M = blocked.shape[1] // 16
@@ -253,36 +281,41 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     luts_u8 = np.empty((n_queries, M, 16), dtype=np.uint8)
     params = np.empty(3 * n_queries, dtype=np.float32)
     groups = np.empty(n_queries, dtype=np.int64)
-    octets = (n_queries // QUERIES_PER_PASS) * QUERIES_PER_PASS if dot else 0
-    dots = n_queries if dot else 0  # the rest of the octets go one at a time
-    weights = np.zeros((n_queries, -(-M // 4) * 4), dtype=np.int8)
+    vnni = engine != ENGINE_SHUFFLE
+    octets = (n_queries // QUERIES_PER_PASS) * QUERIES_PER_PASS if vnni else 0
+    singles = n_queries if vnni else 0  # the rest of the octets go one at a time
+    dot = engine == ENGINE_DOT
+    weights = np.zeros((n_queries if dot else 0, -(-M // 4) * 4), dtype=np.int8)
     biases = np.empty(n_queries, dtype=np.int32)
     masks = np.empty(n_queries, dtype=np.int64)
     levels = np.zeros(16, dtype=np.uint8)
     level_scale = 1.0
     if dot:
         levels, level_scale = dot_levels(centroids)
+    # 64-byte lookups add in 32 bits: tables may use all of 0 .. 255
+    table_group = 1 if engine == ENGINE_PERM else TABLE_GROUP
     for g in range(n_queries):
         heap_init(out_score[q0 + g, c], out_label[q0 + g, c])
-        if g < dots:
+        if dot:
             prepare_dot(y[q0 + g], centroids, levels, level_scale, luts, weights, biases, g,
                         params)
         else:
             groups[g] = _prepare(y[q0 + g], centroids, bits, coords, books, luts, luts_u8, g,
-                                 params)
+                                 params, table_group)
         params[3 * g + 2] = _lowered(out_score[q0 + g, c, 0], fc_max)
     low = np.int64(0xFFFFFFFF)
     for t0 in range(b0, b1, tile_blocks):
         t1 = min(b1, t0 + tile_blocks)
         for o in range(0, octets, QUERIES_PER_PASS):
-            _dot_pass(blocked, t0, t1, M, start, stop, weights, o, QUERIES_PER_PASS, levels,
-                      biases, filter_norms, filter_gains, form, params, masks, luts, norms,
-                      gains, mode, distance_form, fc_max, out_score, out_label, q0, c)
-        for o in range(octets, dots):
-            _dot_pass(blocked, t0, t1, M, start, stop, weights, o, 1, levels, biases,
-                      filter_norms, filter_gains, form, params, masks, luts, norms, gains,
-                      mode, distance_form, fc_max, out_score, out_label, q0, c)
-        g = dots
+            _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o,
+                       QUERIES_PER_PASS, levels, biases, filter_norms, filter_gains, form, params,
+                       masks, luts, norms, gains, mode, distance_form, fc_max, out_score,
+                       out_label, q0, c)
+        for o in range(octets, singles):
+            _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o, 1, levels,
+                       biases, filter_norms, filter_gains, form, params, masks, luts, norms,
+                       gains, mode, distance_form, fc_max, out_score, out_label, q0, c)
+        g = singles
         while g + 1 < n_queries:
             group = min(groups[g], groups[g + 1])
             for b in range(t0, t1):
@@ -318,7 +351,7 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
 @njit(parallel=True, cache=True)
 def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc_max, norms,
                       gains, y, centroids, bits, coords, books, mode, distance_form, n_chunks,
-                      grouped, tile_blocks, dot, out_score, out_label):
+                      grouped, tile_blocks, engine, out_score, out_label):
     """Best ``k`` codes of rows ``start .. stop - 1`` for every query.
 
     Parameters
@@ -351,9 +384,9 @@ def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc
     tile_blocks : int
         Blocks per tile the queries of a group scan together (see
         :func:`tile_blocks_for`).
-    dot : bool
-        Score queries as int8 dot products, eight per pass where a group has them
-        (needs ``DOT_AVAILABLE`` and 4-bit codes; see :func:`use_dot`).
+    engine : int
+        ``ENGINE_SHUFFLE``, ``ENGINE_PERM`` or ``ENGINE_DOT``; the last two only
+        where :func:`scan_engine` would choose them.
     out_score, out_label : float32 / int64 (nq, n_chunks, k), written
     """
     nq = y.shape[0]
@@ -369,7 +402,7 @@ def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc
         b1 = min(last_block, b0 + per_chunk)
         _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, fc_max, norms,
                     gains, y, q0, min(per_task, nq - q0), centroids, bits, coords, books, mode,
-                    distance_form, out_score, out_label, c, tile_blocks, dot)
+                    distance_form, out_score, out_label, c, tile_blocks, engine)
 
 
 #: :func:`scan_blocked_topk` compiled without threads: no thread-pool launch, for

@@ -23,7 +23,7 @@ __all__ = ["search_serial"]
 @njit(cache=True)
 def search_serial(x, unit, mean, pre, matrix, signs, factors, perms, offsets, block, columns,
                   blocked, start, stop, filter_norms, filter_gains, form, fc_max, norms, gains,
-                  centroids, bits, coords, books, mode, distance_form, tile_blocks, dot,
+                  centroids, bits, coords, books, mode, distance_form, tile_blocks, engine,
                   result_form, out_s, out_i):
     """Best ``k`` stored vectors of each row of ``x`` in the blocked layout, sorted.
 
@@ -44,7 +44,7 @@ def search_serial(x, unit, mean, pre, matrix, signs, factors, perms, offsets, bl
         A dense rotation's matrix transposed: queries are then rotated one
         matrix-vector product each (:func:`.rotate.project_rows`).
     blocked, start, stop, filter_norms, filter_gains, form, fc_max, norms, gains,
-    centroids, bits, coords, books, mode, distance_form, tile_blocks, dot
+    centroids, bits, coords, books, mode, distance_form, tile_blocks, engine
         As for :func:`.blocked_scan.scan_blocked_topk`.
     result_form : int
         How similarities become scores (``tqsearch.results.FORM_*``).
@@ -69,6 +69,6 @@ def search_serial(x, unit, mean, pre, matrix, signs, factors, perms, offsets, bl
     heap_i = np.empty((nq, 1, k), dtype=np.int64)
     scan_blocked_topk_serial(blocked, start, stop, filter_norms, filter_gains, form, fc_max,
                              norms, gains, y, centroids, bits, coords, books, mode,
-                             distance_form, 1, nq >= 2, tile_blocks, dot, heap_s, heap_i)
+                             distance_form, 1, nq >= 2, tile_blocks, engine, heap_s, heap_i)
     _finalize(heap_s.reshape(nq, k), heap_i.reshape(nq, k), sq_norms, result_form, out_s, out_i)
     return True

@@ -539,15 +539,16 @@ def make_filter_intrinsic(width, nq=1, group=1):
 
 
 # ---------------------------------------------------------------------------------
-# 4-bit codes scored as int8 dot products (AVX-512 VNNI + VBMI)
+# Blocks scored with byte dot products (AVX-512 VNNI + VBMI)
 # ---------------------------------------------------------------------------------
 
-#: Compile-target features of :func:`make_dot_filter_intrinsic`.
+#: Compile-target features of :func:`make_dot_filter_intrinsic` and
+#: :func:`make_perm_filter_intrinsic`.
 DOT_REQUIRES = ("avx512f", "avx512bw", "avx512vbmi", "avx512vnni")
 
 
 def dot_supported(features=None):
-    """Whether the int8 dot-product filter can be compiled here."""
+    """Whether the byte dot-product kernels can be compiled here."""
     if not _is_x86():
         return False
     feats = target_features() if features is None else features
@@ -555,12 +556,88 @@ def dot_supported(features=None):
 
 
 # A 64-byte load of the blocked layout holds sub-codes m .. m + 3 (16 bytes each,
-# byte p of each for vectors r(p) and r(p) + 16). Lane L of the dot product wants
+# byte p of each for vectors r(p) and r(p) + 16). Lane L of a dot product wants
 # the 4 sub-codes of one vector together: byte 4 L + t <- byte 16 t + L.
 _TO_VECTOR_MAJOR = [16 * (i % 4) + i // 4 for i in range(64)]
+# After that regrouping byte i holds sub-code i % 4 of its step, whose 16-entry
+# table sits at bytes 16 (i % 4) .. of the step's 64 table bytes.
+_TABLE_OF_BYTE = [16 * (i % 4) for i in range(64)]
 # Lane L of a 16-lane accumulator is vector r(L) = L // 2 + 8 (L % 2) (+ 16 for the
 # high nibbles); position r of the 32 sums in vector order takes this lane.
 _LANE_OF_ROW = [2 * (r % 8) + (r % 16) // 8 + 16 * (r // 16) for r in range(BLOCK)]
+
+
+def _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks):
+    if not dot_supported():
+        raise TypingError(f"{fname}: the compile target lacks {', '.join(DOT_REQUIRES)}")
+    _check_u8_c(blocked, "blocked", fname)
+    for name, ty, dtype in (("gains", gains, types.uint16), ("masks", masks, types.int64)):
+        if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.layout == "C"):
+            raise TypingError(f"{fname}: {name} must be a C-contiguous {dtype} array, got {ty}")
+    for name, ty in (("norms", norms), ("params", params)):
+        _check_f32_c(ty, name, fname)
+    if not (isinstance(form, types.UniTuple) and form.count == 4
+            and form.dtype == types.float32):
+        raise TypingError(f"{fname}: form must be a tuple of 4 float32, got {form}")
+    for name, ty in (("M", M), ("q0", q0)):
+        if not isinstance(ty, types.Integer):
+            raise TypingError(f"{fname}: {name} must be an integer, got {ty}")
+
+
+def _vnni_ops(builder):
+    """``vpermb`` (data, index) and ``vpdpbusd`` (acc, u8, s8) as callables."""
+    v64i8, v16i32 = _vec(_i8, 64), _vec(_i32, 16)
+    permb = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(v64i8, [v64i8, v64i8]), "llvm.x86.avx512.permvar.qi.512")
+    dpbusd = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(v16i32, [v16i32, v16i32, v16i32]),
+        "llvm.x86.avx512.vpdpbusd.512")
+    return (lambda data, index: builder.call(permb, [data, index]),
+            lambda acc, u8, s8: builder.call(dpbusd, [acc, builder.bitcast(u8, v16i32),
+                                                      builder.bitcast(s8, v16i32)]))
+
+
+def _emit_vnni_steps(builder, codes_base, M, add_step):
+    """Call ``add_step(step, codes, valid)`` for each 64-byte step of a block.
+
+    Full steps first, then the last ``M % 4`` sub-codes as one step whose load
+    is masked to its ``valid = 16 * (M % 4)`` bytes (the rest read as zero, and
+    nothing past the block is touched); ``valid`` is None for full steps.
+    """
+    c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
+    full = builder.udiv(M, c64(4))
+    with cgutils.for_range(builder, full, intp=_i64) as step:
+        add_step(step.index, _load_bytes(builder, codes_base, builder.mul(step.index, c64(64)),
+                                         64), None)
+    rest = builder.mul(builder.urem(M, c64(4)), c64(16))
+    with builder.if_then(builder.icmp_unsigned(">", rest, c64(0))):
+        add_step(full, _load_bytes_masked(builder, codes_base, builder.mul(full, c64(64)), 64,
+                                          rest), rest)
+
+
+def _emit_vnni_filter(builder, accs, q0, block_index, form, norms, gains, params, masks):
+    """Row masks of one block from per-query accumulator pairs (see the intrinsics).
+
+    ``accs[i]`` holds query ``q0 + i``'s two ``<16 x i32>`` allocas (low and high
+    nibbles); each query's mask goes to ``masks[q0 + i]``; returns their OR (i64).
+    """
+    c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
+    row0 = builder.mul(block_index, c64(BLOCK))
+    form_values = [builder.extract_value(form, i) for i in range(4)]
+    steps = [builder.fptosi(v, _i64) for v in form_values[2:]]
+    norms_ptr = builder.gep(norms.data, [builder.mul(row0, steps[0])])
+    gains_ptr = builder.gep(gains.data, [builder.mul(row0, steps[1])])
+    fa, fc = emit_row_factors(builder, norms_ptr, gains_ptr, form_values[:2])
+    result = c64(0)
+    for i, (lo, hi) in enumerate(accs):
+        q = builder.add(q0, c64(i))
+        sums = _shuffle(builder, builder.load(lo), builder.load(hi), _LANE_OF_ROW)
+        at = builder.mul(q, c64(3))
+        p = [builder.load(builder.gep(params.data, [builder.add(at, c64(k))])) for k in range(3)]
+        mask = builder.zext(emit_row_filter(builder, sums, p[0], p[1], fa, fc, p[2]), _i64)
+        builder.store(mask, builder.gep(masks.data, [q]))
+        result = builder.or_(result, mask)
+    return result
 
 
 def make_dot_filter_intrinsic(nq):
@@ -590,20 +667,13 @@ def make_dot_filter_intrinsic(nq):
 
     def impl(typingctx, blocked, block_index, M, weights, q0, levels, biases, norms, gains,
              form, params, masks):
-        if not dot_supported():
-            raise TypingError(f"{fname}: the compile target lacks {', '.join(DOT_REQUIRES)}")
-        _check_u8_c(blocked, "blocked", fname)
+        _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks)
         _check_u8_c(levels, "levels", fname)
-        for name, ty, dtype in (("weights", weights, types.int8), ("biases", biases, types.int32),
-                                ("gains", gains, types.uint16), ("masks", masks, types.int64)):
+        for name, ty, dtype in (("weights", weights, types.int8),
+                                ("biases", biases, types.int32)):
             if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.layout == "C"):
                 raise TypingError(f"{fname}: {name} must be a C-contiguous {dtype} array, "
                                   f"got {ty}")
-        for name, ty in (("norms", norms), ("params", params)):
-            _check_f32_c(ty, name, fname)
-        if not (isinstance(form, types.UniTuple) and form.count == 4
-                and form.dtype == types.float32):
-            raise TypingError(f"{fname}: form must be a tuple of 4 float32, got {form}")
         sig = types.int64(blocked, types.intp, types.intp, weights, types.intp, levels, biases,
                           norms, gains, form, params, masks)
 
@@ -612,38 +682,29 @@ def make_dot_filter_intrinsic(nq):
             arr = {i: context.make_array(signature.args[i])(context, builder, args[i])
                    for i in (0, 3, 5, 6, 7, 8, 10, 11)}
             c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
-            v64i8, v16i32 = _vec(_i8, 64), _vec(_i32, 16)
-            stride = builder.mul(a_m, c64(16))
+            permb, dpbusd = _vnni_ops(builder)
             codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
-                                     [builder.mul(a_b, stride)])
+                                     [builder.mul(a_b, builder.mul(a_m, c64(16)))])
             table16 = builder.load(builder.bitcast(arr[5].data, _vec(_i8, 16).as_pointer()),
                                    align=1)
             table = _shuffle(builder, table16, table16, [i % 16 for i in range(64)])
-            to_vector_major = ir.Constant(v64i8, _TO_VECTOR_MAJOR)
-            permb = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v64i8, [v64i8, v64i8]),
-                "llvm.x86.avx512.permvar.qi.512")
-            dpbusd = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(v16i32, [v16i32, v16i32, v16i32]),
-                "llvm.x86.avx512.vpdpbusd.512")
+            to_vector_major = ir.Constant(_vec(_i8, 64), _TO_VECTOR_MAJOR)
             weights_base = builder.bitcast(arr[3].data, _i32.as_pointer())
             words_per_query = builder.udiv(
                 cgutils.unpack_tuple(builder, arr[3].shape, 2)[1], c64(4))
             accs = []
             for i in range(nq):
-                q = builder.add(a_q0, c64(i))
-                bias = builder.load(builder.gep(arr[6].data, [q]))
+                bias = builder.load(builder.gep(arr[6].data, [builder.add(a_q0, c64(i))]))
                 start = _splat_value(builder, builder.neg(bias), 16)
                 accs.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
-            def add_step(step, c):
-                """Dot products of the 64 code bytes ``c`` (sub-codes 4 step ..) into the sums."""
+
+            def add_step(step, c, valid):
+                """Dot products of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
+                sub-codes read as code 0, whose weights are zero."""
                 halves = (builder.and_(c, _splat(_i8, 64, 0x0F)),
                           builder.lshr(c, _splat(_i8, 64, 4)))
-                operands = []
-                for nib in halves:
-                    lv = _pshufb(builder, 64, table, nib)
-                    operands.append(builder.bitcast(builder.call(permb, [lv, to_vector_major]),
-                                                    v16i32))
+                operands = [permb(_pshufb(builder, 64, table, nib), to_vector_major)
+                            for nib in halves]
                 for i in range(nq):
                     q = builder.add(a_q0, c64(i))
                     at = builder.add(builder.mul(q, words_per_query), step)
@@ -651,49 +712,84 @@ def make_dot_filter_intrinsic(nq):
                                                            align=1), 16)
                     for h in range(2):
                         slot = accs[i][h]
-                        builder.store(builder.call(dpbusd, [builder.load(slot), operands[h], w]),
-                                      slot)
+                        builder.store(dpbusd(builder.load(slot), operands[h], w), slot)
 
-            full = builder.udiv(a_m, c64(4))
-            with cgutils.for_range(builder, full, intp=_i64) as step:
-                add_step(step.index, _load_bytes(builder, codes_base,
-                                                 builder.mul(step.index, c64(64)), 64))
-            # the last 1-3 sub-codes: a masked load (absent bytes read as code 0, whose
-            # weights are zero), so that nothing past the block is touched
-            rest = builder.urem(a_m, c64(4))
-            for r in (1, 2, 3):
-                with builder.if_then(builder.icmp_unsigned("==", rest, c64(r))):
-                    ptr = builder.bitcast(
-                        builder.gep(codes_base, [builder.mul(full, c64(64))]),
-                        v64i8.as_pointer())
-                    masked_load = cgutils.get_or_insert_function(
-                        builder.module,
-                        ir.FunctionType(v64i8, [v64i8.as_pointer(), _i32,
-                                                _vec(ir.IntType(1), 64), v64i8]),
-                        "llvm.masked.load.v64i8.p0v64i8")
-                    mask = ir.Constant(_vec(ir.IntType(1), 64), [i < 16 * r for i in range(64)])
-                    c = builder.call(masked_load, [ptr, ir.Constant(_i32, 1), mask,
-                                                   ir.Constant(v64i8, None)])
-                    add_step(full, c)
-            row0 = builder.mul(a_b, c64(BLOCK))
-            form_values = [builder.extract_value(args[9], i) for i in range(4)]
-            steps = [builder.fptosi(v, _i64) for v in form_values[2:]]
-            norms_ptr = builder.gep(arr[7].data, [builder.mul(row0, steps[0])])
-            gains_ptr = builder.gep(arr[8].data, [builder.mul(row0, steps[1])])
-            fa, fc = emit_row_factors(builder, norms_ptr, gains_ptr, form_values[:2])
-            result = c64(0)
-            for i in range(nq):
-                q = builder.add(a_q0, c64(i))
-                sums = _shuffle(builder, builder.load(accs[i][0]), builder.load(accs[i][1]),
-                                _LANE_OF_ROW)
-                at = builder.mul(q, c64(3))
-                p = [builder.load(builder.gep(arr[10].data, [builder.add(at, c64(k))]))
-                     for k in range(3)]
-                mask = builder.zext(emit_row_filter(builder, sums, p[0], p[1], fa, fc, p[2]),
-                                    _i64)
-                builder.store(mask, builder.gep(arr[11].data, [q]))
-                result = builder.or_(result, mask)
-            return result
+            _emit_vnni_steps(builder, codes_base, a_m, add_step)
+            return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
+                                     arr[10], arr[11])
+
+        return sig, codegen
+
+    impl.__name__ = fname
+    return intrinsic(impl)
+
+
+def make_perm_filter_intrinsic(nq):
+    """Build the ``@intrinsic`` testing one block for ``nq`` queries with 64-byte
+    table lookups (``vpermb``) summed by byte dot products (``vpdpbusd``).
+
+    The returned intrinsic has the Numba signature::
+
+        f(blocked, block_index, M, luts, q0, norms, gains, form, params, masks) -> int64
+
+    ``blocked`` and ``luts`` as in :func:`make_block_intrinsic` (any nibble tables:
+    1-, 2- or 4-bit fields, nibble codebooks). Each 64-byte step of codes (four
+    sub-codes) is regrouped once, shared by all queries, so that each 32-bit lane
+    holds the four sub-codes of one vector (``vpermb``); per query, one
+    ``vpermb`` per nibble half looks every byte up in the step's 64 table bytes
+    (index ``16 t + nibble`` for sub-code ``t``), and ``vpdpbusd`` against ones
+    adds the four results into the lane's 32-bit sum. Tables may use all of
+    ``0 .. 255`` (no grouping constraint) and sums never overflow, so no
+    widening or flushing is needed. The row test, ``params``, ``masks`` and the
+    result are as in :func:`make_dot_filter_intrinsic`. Nothing is
+    bounds-checked: callers check.
+    """
+    fname = f"block_perm_filter_q{nq}"
+
+    def impl(typingctx, blocked, block_index, M, luts, q0, norms, gains, form, params, masks):
+        _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks)
+        _check_u8_c(luts, "luts", fname)
+        sig = types.int64(blocked, types.intp, types.intp, luts, types.intp, norms, gains,
+                          form, params, masks)
+
+        def codegen(context, builder, signature, args):
+            a_b, a_m, a_q0 = args[1], args[2], args[4]
+            arr = {i: context.make_array(signature.args[i])(context, builder, args[i])
+                   for i in (0, 3, 5, 6, 8, 9)}
+            c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
+            permb, dpbusd = _vnni_ops(builder)
+            stride = builder.mul(a_m, c64(16))
+            codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
+                                     [builder.mul(a_b, stride)])
+            lut_base = builder.bitcast(arr[3].data, _i8.as_pointer())
+            lut_bases = [builder.gep(lut_base, [builder.mul(stride, builder.add(a_q0, c64(i)))])
+                         for i in range(nq)]
+            to_vector_major = ir.Constant(_vec(_i8, 64), _TO_VECTOR_MAJOR)
+            table_of_byte = ir.Constant(_vec(_i8, 64), _TABLE_OF_BYTE)
+            ones = _splat(_i8, 64, 1)
+            zero = ir.Constant(_vec(_i32, 16), None)
+            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
+                    for _ in range(nq)]
+
+            def add_step(step, c, valid):
+                """Table sums of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
+                sub-codes read table bytes loaded as zero."""
+                c = permb(c, to_vector_major)
+                index = (builder.or_(builder.and_(c, _splat(_i8, 64, 0x0F)), table_of_byte),
+                         builder.or_(builder.lshr(c, _splat(_i8, 64, 4)), table_of_byte))
+                off = builder.mul(step, c64(64))
+                for i in range(nq):
+                    if valid is None:
+                        t = _load_bytes(builder, lut_bases[i], off, 64)
+                    else:
+                        t = _load_bytes_masked(builder, lut_bases[i], off, 64, valid)
+                    for h in range(2):
+                        slot = accs[i][h]
+                        builder.store(dpbusd(builder.load(slot), permb(t, index[h]), ones), slot)
+
+            _emit_vnni_steps(builder, codes_base, a_m, add_step)
+            return _emit_vnni_filter(builder, accs, a_q0, a_b, args[7], arr[5], arr[6],
+                                     arr[8], arr[9])
 
         return sig, codegen
 
@@ -704,6 +800,8 @@ def make_dot_filter_intrinsic(nq):
 #: Eight queries per pass over a block (batches), and one (single queries, leftovers).
 block_dot_filter_q8 = make_dot_filter_intrinsic(8)
 block_dot_filter_q1 = make_dot_filter_intrinsic(1)
+block_perm_filter_q8 = make_perm_filter_intrinsic(8)
+block_perm_filter_q1 = make_perm_filter_intrinsic(1)
 
 
 # One intrinsic per (width, group); ``group`` steps are added as bytes before widening.
