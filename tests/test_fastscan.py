@@ -136,7 +136,7 @@ def test_quantize_lut_meets_the_group_and_the_error_bound(group, step):
     exact = T[np.arange(M), nibbles].astype(np.float64).sum(axis=1)
     approx = scale * reference_sums(L, nibbles) + bias
     assert np.abs(approx - exact).max() <= err + 1e-6  # the error it reports bounds it
-    assert err <= scale * M / 2 * (1 + 1e-9)
+    assert err <= scale * M * fastscan.ROUNDING * (1 + 1e-9)
     if group == 1:
         assert L.max() == 255  # the plain 8-bit table uses the whole range
 
@@ -396,11 +396,32 @@ def test_filter_masks_equal_the_float_bound(variant, stored):
             assert got_two == expected
 
 
+def _row_factors(n, stored, seed):
+    """Norms, gains and form of ``n`` rows, and the factors ``fa``, ``fc`` the filter
+    forms: shared stand-ins, or per-row factors in the distance form with a zero
+    vector (negative norm) among them."""
+    if stored == "none":
+        norms, gains = np.ones(32, np.float32), np.full(32, 16384, np.uint16)
+        form = np.array([1 / 16384, 0, 0, 0], np.float32)
+    else:
+        rng = np.random.default_rng(seed)
+        norms = rng.uniform(0.5, 2.0, n).astype(np.float32)
+        norms[3] = -1.0
+        gains = rng.integers(12000, 20000, n).astype(np.uint16)
+        form = np.array([2 / 16384, 1, 1, 1], np.float32)
+    rows = np.arange(n) if stored != "none" else np.arange(n) % 32
+    nv, gv = norms[rows], gains[rows].astype(np.float32)
+    fa = np.where(nv < 0, 0, (form[0] * nv) * gv).astype(np.float32)
+    fc = np.where(nv < 0, 16, (form[1] * nv) * nv).astype(np.float32)
+    return norms, gains, form, fa, fc
+
+
 @pytest.mark.skipif(not fastscan.DOT_AVAILABLE, reason="no AVX-512 VNNI/VBMI here")
 @pytest.mark.parametrize("M", [12, 13, 14, 15])
-def test_dot_filter_masks_equal_integer_dot_products(M):
+@pytest.mark.parametrize("stored", ["none", "norms and gains"])
+def test_dot_filter_masks_equal_integer_dot_products(M, stored):
     # Eight queries' int8 weights against int8 levels of 4-bit codes: bit r of a
-    # query's mask is set iff its integer dot product with vector r exceeds t.
+    # query's mask is set iff its bound fa * dot - fc exceeds t.
     @njit
     def run(blocked, M, w, levels, biases, norms, gains, form_array, params, masks, out):
         form = (form_array[0], form_array[1], form_array[2], form_array[3])
@@ -410,7 +431,7 @@ def test_dot_filter_masks_equal_integer_dot_products(M):
             out[:, b] = masks
 
     rng = np.random.default_rng(M)
-    n = 64
+    n = 96
     nibbles = rng.integers(0, 16, (n, M)).astype(np.uint8)
     blocked = fastscan.pack_blocked(nibbles)
     weights = np.zeros((8, -(-M // 4) * 4), np.int8)
@@ -418,8 +439,7 @@ def test_dot_filter_masks_equal_integer_dot_products(M):
     levels = rng.integers(1, 256, 16).astype(np.uint8)
     biases = (128 * weights.astype(np.int64).sum(1)).astype(np.int32)
     dots = ((levels.astype(np.int64) - 128)[nibbles][None] * weights[:, None, :M]).sum(-1)
-    norms, gains = np.ones(32, np.float32), np.full(32, 16384, np.uint16)
-    form = np.array([1 / 16384, 0, 0, 0], np.float32)
+    norms, gains, form, fa, fc = _row_factors(n, stored, M)
     for t in (-9000.0, -100.0, 0.0, 2500.0):
         params = np.tile(np.array([0.0, 1.0, t], np.float32), 8)
         out = np.zeros((8, blocked.shape[0]), np.int64)
@@ -427,15 +447,17 @@ def test_dot_filter_masks_equal_integer_dot_products(M):
             np.zeros(8, np.int64), out)
         for q in range(8):
             got = [(int(out[q, r // 32]) >> (r % 32)) & 1 for r in range(n)]
-            assert got == (dots[q] > t).astype(int).tolist()
+            want = fa * dots[q].astype(np.float32) - fc > np.float32(t)
+            assert got == want.astype(int).tolist()
 
 
 @pytest.mark.skipif(not fastscan.DOT_AVAILABLE, reason="no AVX-512 VNNI/VBMI here")
 @pytest.mark.parametrize("M", [1, 4, 13, 14, 15, 40])
-def test_perm_filter_masks_equal_table_sums(M):
+@pytest.mark.parametrize("stored", ["none", "norms and gains"])
+def test_perm_filter_masks_equal_table_sums(M, stored):
     # 64-byte table lookups summed by byte dot products, eight queries a pass and
-    # one at a time: bit r of a query's mask is set iff its table sum over vector
-    # r's nibbles exceeds t (full 8-bit tables; M % 4 != 0: a partial last step).
+    # one at a time: bit r of a query's mask is set iff its bound fa * sum - fc
+    # exceeds t (full 8-bit tables; M % 4 != 0: a partial last step).
     @njit
     def run(blocked, M, luts, norms, gains, form_array, params, masks, eights, out):
         form = (form_array[0], form_array[1], form_array[2], form_array[3])
@@ -456,15 +478,16 @@ def test_perm_filter_masks_equal_table_sums(M):
     luts = rng.integers(0, 256, (8, M, 16)).astype(np.uint8)
     luts[:, :, 15] = 255  # the largest sums: nothing wraps
     blocked = fastscan.pack_blocked(nibbles)
-    sums = np.stack([reference_sums(luts[q], nibbles) for q in range(8)])
-    norms, gains = np.ones(32, np.float32), np.full(32, 16384, np.uint16)
-    form = np.array([1 / 16384, 0, 0, 0], np.float32)
+    sums = np.stack([reference_sums(luts[q], nibbles) for q in range(8)]).astype(np.float32)
+    norms, gains, form, fa, fc = _row_factors(n, stored, M)
+    offset, scale = np.float32(-100.0), np.float32(0.5)
+    rows = fa * (offset + scale * sums) - fc
     for eights in (True, False):
-        for t in np.percentile(sums, [1, 50, 99]):
-            params = np.tile(np.array([0.0, 1.0, t], np.float32), 8)
+        for t in np.percentile(rows, [1, 50, 99, 100]):
+            params = np.tile(np.array([offset, scale, t], np.float32), 8)
             out = np.zeros((8, blocked.shape[0]), np.int64)
             run(blocked, M, luts, norms, gains, form, params, np.zeros(8, np.int64), eights,
                 out)
             for q in range(8):
                 got = [(int(out[q, r // 32]) >> (r % 32)) & 1 for r in range(n)]
-                assert got == (sums[q] > np.float32(t)).astype(int).tolist()
+                assert got == (rows[q] > np.float32(t)).astype(int).tolist()

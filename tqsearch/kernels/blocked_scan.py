@@ -48,7 +48,6 @@ from .dotscan import DOT_AVAILABLE, QUERIES_PER_PASS, dot_levels, prepare_dot
 from .fastscan import (
     BLOCK,
     lut_group,
-    nibble_at,
     quantize_lut,
     scan_block_filter,
     scan_block_filter2,
@@ -130,10 +129,25 @@ def filter_fields(norms, gains, n, mode, distance_form):
 
 @njit(inline="always", fastmath=FASTMATH)
 def _exact_sum(blocked, M, v, luts, q):
-    acc = np.float32(0.0)
-    for m in range(M):
-        acc += luts[q, m, nibble_at(blocked, M, v, m)]
-    return acc
+    """Float table sum of vector ``v`` as four interleaved partial sums: independent
+    adds, not one chain of ``M`` dependent ones."""
+    r = v & (BLOCK - 1)
+    p = 2 * (r & 7) + ((r >> 3) & 1)  # as in nibble_at
+    shift = 4 * (r >> 4)
+    row = blocked[v // BLOCK]
+    lut = luts[q]
+    a0 = a1 = a2 = a3 = np.float32(0.0)
+    m = 0
+    while m + 4 <= M:
+        a0 += lut[m, (row[16 * m + p] >> shift) & 15]
+        a1 += lut[m + 1, (row[16 * m + 16 + p] >> shift) & 15]
+        a2 += lut[m + 2, (row[16 * m + 32 + p] >> shift) & 15]
+        a3 += lut[m + 3, (row[16 * m + 48 + p] >> shift) & 15]
+        m += 4
+    while m < M:
+        a0 += lut[m, (row[16 * m + p] >> shift) & 15]
+        m += 1
+    return (a0 + a1) + (a2 + a3)
 
 
 @njit(inline="always")
@@ -160,13 +174,13 @@ def _prepare(y, centroids, bits, coords, books, luts, luts_u8, q, params, group)
         book_lut(y, coords, books, lut)
     else:
         build_field_lut(y, centroids, bits, lut)
-    # err: exact bound on |float table sum - (bias + scale * integer sum)|
+    # err: bound on |float table sum - (bias + scale * integer sum)|
     scale, bias, err = quantize_lut(lut, luts_u8[q], group)
     # float32 rounding of the exact sums and of the filter's own arithmetic, with margin
     err = err * 1.0001 + 1e-6 * (abs(bias) + scale * 255.0 * M)
     params[3 * q] = np.float32(bias + err)
     params[3 * q + 1] = np.float32(scale)
-    return lut_group(luts_u8[q])
+    return lut_group(luts_u8[q]) if group > 1 else 1
 
 
 @njit(inline="always")

@@ -48,7 +48,10 @@ def build_field_lut(y, centroids, bits, lut):
     """
     d = y.shape[0]
     entries = lut.shape[1]
-    per = (8 if entries == 256 else 4) // bits
+    if entries == 16:
+        _build_nibble_lut(y, centroids, bits, lut)
+        return
+    per = 8 // bits
     levels = 1 << bits
     for f in range(lut.shape[0]):
         # Built a coordinate at a time: after coordinate t the first levels**(t+1)
@@ -64,6 +67,38 @@ def build_field_lut(y, centroids, bits, lut):
                 for i in range(size):
                     row[v * size + i] = row[i] + w
             size *= levels
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _build_nibble_lut(y, centroids, bits, lut):
+    """:func:`build_field_lut` for nibble fields (``lut`` (fields, 16)), with loops of
+    constant length that compile to straight-line code: the same sums, added in
+    the same order (coordinate 0 first)."""
+    d = y.shape[0]
+    zero = np.float32(0.0)
+    for f in range(lut.shape[0]):
+        row = lut[f]
+        if bits == 4:
+            y0 = y[f] if f < d else zero
+            for e in range(16):
+                row[e] = y0 * centroids[e]
+        elif bits == 2:
+            j = 2 * f
+            y0 = y[j] if j < d else zero
+            y1 = y[j + 1] if j + 1 < d else zero
+            for b in range(4):
+                w = y1 * centroids[b]
+                for a in range(4):
+                    row[4 * b + a] = y0 * centroids[a] + w
+        else:
+            j = 4 * f
+            y0 = y[j] if j < d else zero
+            y1 = y[j + 1] if j + 1 < d else zero
+            y2 = y[j + 2] if j + 2 < d else zero
+            y3 = y[j + 3] if j + 3 < d else zero
+            for e in range(16):
+                row[e] = (((y0 * centroids[e & 1] + y1 * centroids[(e >> 1) & 1])
+                           + y2 * centroids[(e >> 2) & 1]) + y3 * centroids[(e >> 3) & 1])
 
 
 @njit(inline="always", fastmath=FASTMATH)
