@@ -267,3 +267,15 @@ def test_threads_do_not_change_codes_or_results(synthetic):
     many = build(ds.xb, bits=2, metric="l2")
     np.testing.assert_array_equal(one.codes(), many.codes())
     np.testing.assert_array_equal(one.search(ds.xq, 5)[1], many.search(ds.xq, 5)[1])
+
+
+def test_memory_before_and_after_training(synthetic):
+    # an untrained index holds no codebook yet (and says so without failing);
+    # training brings the axes and the books, adding the codes
+    ds = synthetic(d=37, nb=500, nq=1)
+    index = TurboQuantIndex(37, 2, metric="l2", estimator="pca")
+    assert 0 < index.nbytes < 37 * 37 * 4 * 3
+    index.add(ds.xb)
+    codebook = index.codec.codebook
+    learned = codebook.basis.nbytes + codebook.books.nbytes
+    assert index.nbytes >= learned + index.ntotal * index.code_size

@@ -421,7 +421,9 @@ class PcaCodec(TurboQuantCodec):
     @property
     def tables(self) -> tuple[np.ndarray, np.ndarray]:
         """``(coords, books transposed)``, float32 (M, G, 16): what the kernels read
-        (:func:`tqsearch.kernels.books.book_lut`)."""
+        (:func:`tqsearch.kernels.books.book_lut`); empty stand-ins before training."""
+        if self.codebook is None:
+            return _NO_TABLES
         return self.codebook.coords, self._tables
 
     def encode(self, x: np.ndarray, blocked: np.ndarray | None = None,
