@@ -423,12 +423,15 @@ def test_dot_filter_masks_equal_integer_dot_products(M, stored):
     # Eight queries' int8 weights against int8 levels of 4-bit codes: bit r of a
     # query's mask is set iff its bound fa * dot - fc exceeds t.
     @njit
-    def run(blocked, M, w, levels, biases, norms, gains, form_array, params, masks, out):
+    def run(blocked, M, w, levels, biases, norms, gains, form_array, params, masks, sums, out,
+            out_sums):
         form = (form_array[0], form_array[1], form_array[2], form_array[3])
         for b in range(blocked.shape[0]):
+            sums[:] = -1
             simd.block_dot_filter_q8(blocked, b, M, w, 0, levels, biases, norms, gains, form,
-                                     params, masks)
+                                     params, masks, sums)
             out[:, b] = masks
+            out_sums[:, 32 * b: 32 * b + 32] = sums
 
     rng = np.random.default_rng(M)
     n = 96
@@ -443,12 +446,14 @@ def test_dot_filter_masks_equal_integer_dot_products(M, stored):
     for t in (-9000.0, -100.0, 0.0, 2500.0):
         params = np.tile(np.array([0.0, 1.0, t], np.float32), 8)
         out = np.zeros((8, blocked.shape[0]), np.int64)
+        out_sums = np.zeros((8, n), np.int32)
         run(blocked, M, weights, levels, biases, norms, gains, form, params,
-            np.zeros(8, np.int64), out)
+            np.zeros(8, np.int64), np.zeros((8, 32), np.int32), out, out_sums)
         for q in range(8):
             got = [(int(out[q, r // 32]) >> (r % 32)) & 1 for r in range(n)]
             want = fa * dots[q].astype(np.float32) - fc > np.float32(t)
             assert got == want.astype(int).tolist()
+            _assert_sums_of_hit_blocks(out[q], out_sums[q], dots[q])
 
 
 @pytest.mark.skipif(not fastscan.DOT_AVAILABLE, reason="no AVX-512 VNNI/VBMI here")
@@ -459,17 +464,20 @@ def test_perm_filter_masks_equal_table_sums(M, stored):
     # one at a time: bit r of a query's mask is set iff its bound fa * sum - fc
     # exceeds t (full 8-bit tables; M % 4 != 0: a partial last step).
     @njit
-    def run(blocked, M, luts, norms, gains, form_array, params, masks, eights, out):
+    def run(blocked, M, luts, norms, gains, form_array, params, masks, sums, eights, out,
+            out_sums):
         form = (form_array[0], form_array[1], form_array[2], form_array[3])
         for b in range(blocked.shape[0]):
+            sums[:] = -1
             if eights:
                 simd.block_perm_filter_q8(blocked, b, M, luts, 0, norms, gains, form, params,
-                                          masks)
+                                          masks, sums)
             else:
                 for q in range(8):
                     simd.block_perm_filter_q1(blocked, b, M, luts, q, norms, gains, form,
-                                              params, masks)
+                                              params, masks, sums)
             out[:, b] = masks
+            out_sums[:, 32 * b: 32 * b + 32] = sums
 
     rng = np.random.default_rng(M)
     n = 96
@@ -486,8 +494,20 @@ def test_perm_filter_masks_equal_table_sums(M, stored):
         for t in np.percentile(rows, [1, 50, 99, 100]):
             params = np.tile(np.array([offset, scale, t], np.float32), 8)
             out = np.zeros((8, blocked.shape[0]), np.int64)
-            run(blocked, M, luts, norms, gains, form, params, np.zeros(8, np.int64), eights,
-                out)
+            out_sums = np.zeros((8, n), np.int32)
+            run(blocked, M, luts, norms, gains, form, params, np.zeros(8, np.int64),
+                np.zeros((8, 32), np.int32), eights, out, out_sums)
             for q in range(8):
                 got = [(int(out[q, r // 32]) >> (r % 32)) & 1 for r in range(n)]
                 assert got == (rows[q] > np.float32(t)).astype(int).tolist()
+                _assert_sums_of_hit_blocks(out[q], out_sums[q], sums[q])
+
+
+def _assert_sums_of_hit_blocks(masks, got, want):
+    """A block's integer sums are written, in row order, exactly when a row passed."""
+    for b, mask in enumerate(masks):
+        block = got[32 * b: 32 * b + 32]
+        if mask:
+            np.testing.assert_array_equal(block, want[32 * b: 32 * b + 32])
+        else:
+            assert np.all(block == -1)

@@ -19,7 +19,8 @@ from ..config import FASTMATH
 __all__ = ["book_lut", "encode_books", "kmeans_books"]
 
 
-@njit(inline="always", fastmath=FASTMATH)
+# on its own and without fast-math, as tqsearch.kernels.scan.build_field_lut
+@njit(cache=True)
 def book_lut(y, coords, tables, lut):
     """Fill ``lut`` (M, 16) with the inner products of ``y`` and every centroid.
 

@@ -44,14 +44,15 @@ def dot_levels(centroids):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def prepare_dot(y, centroids, levels, level_scale, luts, weights, biases, q, params):
+def prepare_dot(y, centroids, levels, level_scale, luts, weights, biases, q, params, bounds):
     """Float table, int8 weights and filter parameters of one query.
 
     Writes ``luts[q]`` (the exact float table, for re-scoring), ``weights[q]``
     (int8, the first ``M`` of its row; the rest stay zero), ``biases[q] = 128 *
     sum(weights[q])`` and ``params[3 q : 3 q + 2] = (offset, scale)`` such that
     ``offset + scale * S`` bounds the float table sum from above for the integer
-    score ``S``.
+    score ``S``; ``bounds[q] = (-err, err, scale)`` in float64: the sum lies in
+    ``scale * S + [-err, err]``.
     """
     M = luts.shape[1]
     lut = luts[q]
@@ -77,3 +78,6 @@ def prepare_dot(y, centroids, levels, level_scale, luts, weights, biases, q, par
     err = err * 1.0001 + 1e-6 * scale * 127.0 * 127.0 * M
     params[3 * q] = np.float32(err)
     params[3 * q + 1] = np.float32(scale)
+    bounds[q, 0] = -err
+    bounds[q, 1] = err
+    bounds[q, 2] = scale

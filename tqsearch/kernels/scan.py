@@ -36,7 +36,11 @@ GAIN_ONE = 16384.0  # fixed-point unit of the uint16 per-vector gain
 ZERO_VECTOR_SCORE = -16.0
 
 
-@njit(inline="always", fastmath=FASTMATH)
+# The table builders are compiled on their own, without fast-math: contracting a
+# multiply and an add into one rounding in some code paths and not in others (LLVM
+# picks between vector and scalar loops at run time, from the arrays' addresses)
+# would make the same query's table, and so its exact scores, differ by an ulp.
+@njit(cache=True)
 def build_field_lut(y, centroids, bits, lut):
     """Tables over packed fields of whole coordinates (``bits`` in 1, 2, 4, 8).
 
@@ -69,7 +73,7 @@ def build_field_lut(y, centroids, bits, lut):
             size *= levels
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(cache=True)
 def _build_nibble_lut(y, centroids, bits, lut):
     """:func:`build_field_lut` for nibble fields (``lut`` (fields, 16)), with loops of
     constant length that compile to straight-line code: the same sums, added in
@@ -101,7 +105,7 @@ def _build_nibble_lut(y, centroids, bits, lut):
                            + y2 * centroids[(e >> 2) & 1]) + y3 * centroids[(e >> 3) & 1])
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(cache=True)
 def build_coord_lut(y, centroids, lut):
     """Fill ``lut`` (d, levels) with ``y_j * centroid[c]``."""
     for j in range(lut.shape[0]):
@@ -109,7 +113,7 @@ def build_coord_lut(y, centroids, lut):
             lut[j, c] = y[j] * centroids[c]
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@njit(cache=True)
 def build_pair_lut(y, centroids, lut):
     """Fill ``lut`` (ceil(d / 2), 64) for 3-bit codes: entry ``c`` of pair ``p`` scores
     coordinates ``2p`` (bits 0-2 of ``c``) and ``2p + 1`` (bits 3-5)."""

@@ -567,10 +567,13 @@ _TABLE_OF_BYTE = [16 * (i % 4) for i in range(64)]
 _LANE_OF_ROW = [2 * (r % 8) + (r % 16) // 8 + 16 * (r // 16) for r in range(BLOCK)]
 
 
-def _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks):
+def _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks, sums):
     if not dot_supported():
         raise TypingError(f"{fname}: the compile target lacks {', '.join(DOT_REQUIRES)}")
     _check_u8_c(blocked, "blocked", fname)
+    if not (isinstance(sums, types.Array) and sums.dtype == types.int32 and sums.ndim == 2
+            and sums.layout == "C"):
+        raise TypingError(f"{fname}: sums must be a C-contiguous int32 (n, 32) array, got {sums}")
     for name, ty, dtype in (("gains", gains, types.uint16), ("masks", masks, types.int64)):
         if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.layout == "C"):
             raise TypingError(f"{fname}: {name} must be a C-contiguous {dtype} array, got {ty}")
@@ -615,11 +618,13 @@ def _emit_vnni_steps(builder, codes_base, M, add_step):
                                           rest), rest)
 
 
-def _emit_vnni_filter(builder, accs, q0, block_index, form, norms, gains, params, masks):
+def _emit_vnni_filter(builder, accs, q0, block_index, form, norms, gains, params, masks, sums_out):
     """Row masks of one block from per-query accumulator pairs (see the intrinsics).
 
     ``accs[i]`` holds query ``q0 + i``'s two ``<16 x i32>`` allocas (low and high
-    nibbles); each query's mask goes to ``masks[q0 + i]``; returns their OR (i64).
+    nibbles); each query's mask goes to ``masks[q0 + i]`` and, when it is not
+    empty, its 32 integer sums in row order to ``sums_out[q0 + i]``; returns
+    the OR of the masks (i64).
     """
     c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
     row0 = builder.mul(block_index, c64(BLOCK))
@@ -636,6 +641,9 @@ def _emit_vnni_filter(builder, accs, q0, block_index, form, norms, gains, params
         p = [builder.load(builder.gep(params.data, [builder.add(at, c64(k))])) for k in range(3)]
         mask = builder.zext(emit_row_filter(builder, sums, p[0], p[1], fa, fc, p[2]), _i64)
         builder.store(mask, builder.gep(masks.data, [q]))
+        with builder.if_then(builder.icmp_unsigned("!=", mask, c64(0)), likely=False):
+            row = builder.gep(sums_out.data, [builder.mul(q, c64(BLOCK))])
+            builder.store(sums, builder.bitcast(row, _vec(_i32, BLOCK).as_pointer()), align=4)
         result = builder.or_(result, mask)
     return result
 
@@ -647,7 +655,7 @@ def make_dot_filter_intrinsic(nq):
     The returned intrinsic has the Numba signature::
 
         f(blocked, block_index, M, weights, q0, levels, biases, norms, gains, form,
-          params, masks) -> int64
+          params, masks, sums) -> int64
 
     ``blocked`` holds 4-bit codes in the fast-scan layout (one coordinate per
     nibble); ``weights`` is C-contiguous int8 (nq_total, 4 * ceil(M / 4)), the
@@ -660,14 +668,16 @@ def make_dot_filter_intrinsic(nq):
     test is then :func:`emit_row_filter` with ``params[3 q : 3 q + 3]`` and the
     factors of :func:`emit_row_factors` (``norms``, ``gains``, ``form`` as in
     :func:`make_filter_intrinsic`). Query ``q0 + i``'s 32-bit row mask goes to
-    ``masks[q0 + i]`` (int64 C-contiguous); the OR of all masks is returned.
+    ``masks[q0 + i]`` (int64 C-contiguous) and, when some row passes, its 32
+    integer sums ``S`` in row order to ``sums[q0 + i]`` (int32 C-contiguous
+    (nq_total, 32)); the OR of all masks is returned.
     Nothing is bounds-checked: callers check.
     """
     fname = f"block_dot_filter_q{nq}"
 
     def impl(typingctx, blocked, block_index, M, weights, q0, levels, biases, norms, gains,
-             form, params, masks):
-        _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks)
+             form, params, masks, sums):
+        _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks, sums)
         _check_u8_c(levels, "levels", fname)
         for name, ty, dtype in (("weights", weights, types.int8),
                                 ("biases", biases, types.int32)):
@@ -675,12 +685,12 @@ def make_dot_filter_intrinsic(nq):
                 raise TypingError(f"{fname}: {name} must be a C-contiguous {dtype} array, "
                                   f"got {ty}")
         sig = types.int64(blocked, types.intp, types.intp, weights, types.intp, levels, biases,
-                          norms, gains, form, params, masks)
+                          norms, gains, form, params, masks, sums)
 
         def codegen(context, builder, signature, args):
             a_b, a_m, a_q0 = args[1], args[2], args[4]
             arr = {i: context.make_array(signature.args[i])(context, builder, args[i])
-                   for i in (0, 3, 5, 6, 7, 8, 10, 11)}
+                   for i in (0, 3, 5, 6, 7, 8, 10, 11, 12)}
             c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
             permb, dpbusd = _vnni_ops(builder)
             codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
@@ -716,7 +726,7 @@ def make_dot_filter_intrinsic(nq):
 
             _emit_vnni_steps(builder, codes_base, a_m, add_step)
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
-                                     arr[10], arr[11])
+                                     arr[10], arr[11], arr[12])
 
         return sig, codegen
 
@@ -730,7 +740,8 @@ def make_perm_filter_intrinsic(nq):
 
     The returned intrinsic has the Numba signature::
 
-        f(blocked, block_index, M, luts, q0, norms, gains, form, params, masks) -> int64
+        f(blocked, block_index, M, luts, q0, norms, gains, form, params, masks,
+          sums) -> int64
 
     ``blocked`` and ``luts`` as in :func:`make_block_intrinsic` (any nibble tables:
     1-, 2- or 4-bit fields, nibble codebooks). Each 64-byte step of codes (four
@@ -740,22 +751,23 @@ def make_perm_filter_intrinsic(nq):
     (index ``16 t + nibble`` for sub-code ``t``), and ``vpdpbusd`` against ones
     adds the four results into the lane's 32-bit sum. Tables may use all of
     ``0 .. 255`` (no grouping constraint) and sums never overflow, so no
-    widening or flushing is needed. The row test, ``params``, ``masks`` and the
-    result are as in :func:`make_dot_filter_intrinsic`. Nothing is
+    widening or flushing is needed. The row test, ``params``, ``masks``,
+    ``sums`` and the result are as in :func:`make_dot_filter_intrinsic`. Nothing is
     bounds-checked: callers check.
     """
     fname = f"block_perm_filter_q{nq}"
 
-    def impl(typingctx, blocked, block_index, M, luts, q0, norms, gains, form, params, masks):
-        _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks)
+    def impl(typingctx, blocked, block_index, M, luts, q0, norms, gains, form, params, masks,
+             sums):
+        _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks, sums)
         _check_u8_c(luts, "luts", fname)
         sig = types.int64(blocked, types.intp, types.intp, luts, types.intp, norms, gains,
-                          form, params, masks)
+                          form, params, masks, sums)
 
         def codegen(context, builder, signature, args):
             a_b, a_m, a_q0 = args[1], args[2], args[4]
             arr = {i: context.make_array(signature.args[i])(context, builder, args[i])
-                   for i in (0, 3, 5, 6, 8, 9)}
+                   for i in (0, 3, 5, 6, 8, 9, 10)}
             c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
             permb, dpbusd = _vnni_ops(builder)
             stride = builder.mul(a_m, c64(16))
@@ -789,7 +801,7 @@ def make_perm_filter_intrinsic(nq):
 
             _emit_vnni_steps(builder, codes_base, a_m, add_step)
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[7], arr[5], arr[6],
-                                     arr[8], arr[9])
+                                     arr[8], arr[9], arr[10])
 
         return sig, codegen
 
