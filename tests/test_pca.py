@@ -283,12 +283,12 @@ def test_memory_before_and_after_training(synthetic):
 
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
 def test_long_codes_search_decoded_inner_products(synthetic, metric):
-    # 192 nibbles: the scan holds the rows that pass and re-scores the best at the end
+    # 384 nibbles: the scan holds the rows that pass and re-scores the best at the end
     from tqsearch.kernels.blocked_scan import DEFER_SUB_CODES
 
     ds = synthetic(d=384, nb=1500, nq=5)
-    index = build(ds.xb, bits=2, metric=metric, seed=1)
-    assert index._store.nibbles >= DEFER_SUB_CODES
+    index = build(ds.xb, bits=4, metric=metric, seed=1)
+    assert index._store.nibbles >= 2 * DEFER_SUB_CODES
     D, I = index.search(ds.xq, 50)
     expected = decoded_scores(index, ds.xq)
     np.testing.assert_allclose(D, np.take_along_axis(expected, I, 1), rtol=1e-4,

@@ -85,8 +85,10 @@ TILE_BYTES = 256 * 1024
 # the end (:func:`_defer`): an exact re-score costs M lookups, holding costs a
 # looser threshold (lower bounds instead of exact scores) and a few more rows
 # passing. Measured, one thread: at M = 192 and 384 batch QPS +6 % and +22 %,
-# single queries -4 % and -6 % time; at M = 26-128 2-10 % slower. Rows held per
-# query: when full, those that may still be among the best are re-scored.
+# single queries -4 % and -6 % time; at M = 26-128 2-10 % slower. Nibble
+# codebooks (PCA) quantize to coarser tables, so their bounds are looser: from
+# twice as many sub-codes (at M = 192 -12 %, at 384 +13 %). Rows held per query:
+# when full, those that may still be among the best are re-scored.
 DEFER_SUB_CODES = 192
 HELD_ROWS = 512
 
@@ -397,7 +399,7 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     # Long codes: rows that pass are held and only those that can still be among
     # the best are re-scored at the end (see _defer); short codes re-score as they
     # pass, keeping the tighter threshold of exact scores.
-    defer = vnni and M >= DEFER_SUB_CODES
+    defer = vnni and M >= (DEFER_SUB_CODES if books.shape[0] == 0 else 2 * DEFER_SUB_CODES)
     held = n_queries if defer else 0
     bounds = np.empty((n_queries, 3), dtype=np.float64)
     lb_s = np.empty((held, k), dtype=np.float32)
