@@ -373,10 +373,9 @@ class TurboQuantIndex:
         I = np.empty((nq, k), dtype=np.int64)
         fields, tables, tiles, query = self._scan_inputs()
         if not search_serial(xq, *query, self._store.codes, start, stop, *fields, *tables,
-                             *tiles, self._to_metric(False), D, I):
+                             *tiles, self._to_metric(False),
+                             self.codec.center and self.codec.metric == "cosine", D, I):
             return None
-        if self.codec.center and self.codec.metric == "cosine":
-            _zero_queries_score_zero(xq, D, I)
         return D, I
 
     def _to_metric(self, exact):

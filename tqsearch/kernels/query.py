@@ -24,7 +24,7 @@ __all__ = ["search_serial"]
 def search_serial(x, unit, mean, pre, matrix, signs, factors, perms, offsets, block, columns,
                   blocked, start, stop, filter_norms, filter_gains, form, fc_max, norms, gains,
                   centroids, bits, coords, books, mode, distance_form, tile_blocks, engine,
-                  result_form, out_s, out_i):
+                  result_form, zero_scores_zero, out_s, out_i):
     """Best ``k`` stored vectors of each row of ``x`` in the blocked layout, sorted.
 
     Returns False, without scanning, when a query's squared norm is not finite
@@ -48,6 +48,9 @@ def search_serial(x, unit, mean, pre, matrix, signs, factors, perms, offsets, bl
         As for :func:`.blocked_scan.scan_blocked_topk`.
     result_form : int
         How similarities become scores (``tqsearch.results.FORM_*``).
+    zero_scores_zero : bool
+        A query of zeros scores 0 with every vector found (cosine in a centred
+        index: it has no direction).
     out_s : float32 (nq, k), written
     out_i : int64 (nq, k), written
         Sorted results, padded with label -1.
@@ -71,4 +74,10 @@ def search_serial(x, unit, mean, pre, matrix, signs, factors, perms, offsets, bl
                              norms, gains, y, centroids, bits, coords, books, mode,
                              distance_form, 1, nq >= 2, tile_blocks, engine, heap_s, heap_i)
     _finalize(heap_s.reshape(nq, k), heap_i.reshape(nq, k), sq_norms, result_form, out_s, out_i)
+    if zero_scores_zero:
+        for q in range(nq):
+            if not np.any(x[q] != 0):
+                for j in range(k):
+                    if out_i[q, j] >= 0:
+                        out_s[q, j] = np.float32(0.0)
     return True
