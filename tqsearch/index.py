@@ -15,8 +15,8 @@ from .kernels.blocked_scan import (
     filter_fields,
     scan_blocked_topk,
     scan_blocked_topk_serial,
-    tile_blocks_for,
     scan_engine,
+    tile_blocks_for,
 )
 from .kernels.fastscan import BLOCK
 from .kernels.query import search_serial
