@@ -3,12 +3,13 @@
 Codes whose bits per coordinate divide 4 (1, 2 or 4) are stored as ``M``
 nibbles per vector in the layout of :mod:`tqsearch.kernels.fastscan`. Per
 query the float table ``T`` (M, 16) is quantized to ``uint8`` (one scale per
-query, coarse enough that two steps of lookups add as bytes, ``TABLE_GROUP``);
-the SIMD scanner sums a block of 32 vectors at a time and, without the sums
-leaving the registers, tests every row's *upper bound* against the
-current top-k threshold (:func:`tqsearch.kernels.fastscan.scan_block_filter`).
-Only the rows that pass are re-scored exactly with ``T``. The bound is
-rigorous, so results equal those of a float scan of the same codes.
+query; for the byte-shuffle engine coarse enough that two steps of lookups add
+as bytes, ``TABLE_GROUP``); the SIMD scanner sums a block of 32 vectors at a
+time and, without the sums leaving the registers, tests every row's *upper
+bound* against the current top-k threshold
+(:func:`tqsearch.kernels.fastscan.scan_block_filter`). Only the rows that pass
+are re-scored exactly with ``T``. The bound is rigorous, so results equal those
+of a float scan of the same codes (up to the order of float additions).
 
 The bound of a row is affine in its integer sum ``S``::
 
