@@ -282,8 +282,9 @@ def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
     # the chunks (room for it and the left-over steps is kept in the first chunk).
     done = builder.mul(nsteps, c64(k))
     rest = builder.sub(M, done)
-    with builder.if_then(builder.icmp_unsigned(">", rest, c64(0))):
-        add_steps(done, 1, builder.mul(rest, c64(16)))
+    for r in range(1, k):  # a constant mask per length (see _emit_vnni_steps)
+        with builder.if_then(builder.icmp_unsigned("==", rest, c64(r))):
+            add_steps(done, 1, c64(16 * r))
     chunk = max_adds_between_flushes(width) - group
     nchunks = builder.udiv(builder.add(niters, c64(chunk - 1)), c64(chunk))
     one = c64(1)
@@ -600,22 +601,31 @@ def _vnni_ops(builder):
                                                       builder.bitcast(s8, v16i32)]))
 
 
-def _emit_vnni_steps(builder, codes_base, M, add_step):
+def _emit_vnni_steps(builder, codes_base, M, add_step, add_one=None):
     """Call ``add_step(step, codes, valid)`` for each 64-byte step of a block.
 
     Full steps first, then the last ``M % 4`` sub-codes as one step whose load
     is masked to its ``valid = 16 * (M % 4)`` bytes (the rest read as zero, and
-    nothing past the block is touched); ``valid`` is None for full steps.
+    nothing past the block is touched); ``valid`` is None for full steps. With
+    ``add_one``, a last step of a single sub-code goes to ``add_one(step, codes)``
+    instead, ``codes`` its 16 bytes.
     """
     c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
     full = builder.udiv(M, c64(4))
     with cgutils.for_range(builder, full, intp=_i64) as step:
         add_step(step.index, _load_bytes(builder, codes_base, builder.mul(step.index, c64(64)),
                                          64), None)
-    rest = builder.mul(builder.urem(M, c64(4)), c64(16))
-    with builder.if_then(builder.icmp_unsigned(">", rest, c64(0))):
-        add_step(full, _load_bytes_masked(builder, codes_base, builder.mul(full, c64(64)), 64,
-                                          rest), rest)
+    rest = builder.urem(M, c64(4))
+    at = builder.mul(full, c64(64))
+    # one branch per length of the last step: its mask is a constant (a mask
+    # computed at run time makes LLVM split the load)
+    for r in (1, 2, 3):
+        with builder.if_then(builder.icmp_unsigned("==", rest, c64(r))):
+            if r == 1 and add_one is not None:
+                add_one(full, _load_bytes(builder, codes_base, at, 16))
+            else:
+                add_step(full, _load_bytes_masked(builder, codes_base, at, 64, c64(16 * r)),
+                         c64(16 * r))
 
 
 def _emit_vnni_filter(builder, accs, q0, block_index, form, norms, gains, params, masks, sums_out):
@@ -799,7 +809,21 @@ def make_perm_filter_intrinsic(nq):
                         slot = accs[i][h]
                         builder.store(dpbusd(builder.load(slot), permb(t, index[h]), ones), slot)
 
-            _emit_vnni_steps(builder, codes_base, a_m, add_step)
+            def add_one(step, c):
+                """Table sums of a last step of one sub-code (16 bytes ``c``): byte
+                shuffles of its one table, widened into the sums' lanes, which hold
+                the vectors of byte ``p`` of a sub-code in lane ``p``."""
+                halves = (builder.and_(c, _splat(_i8, 16, 0x0F)),
+                          builder.lshr(c, _splat(_i8, 16, 4)))
+                off = builder.mul(step, c64(64))
+                for i in range(nq):
+                    t = _load_bytes(builder, lut_bases[i], off, 16)
+                    for h in range(2):
+                        wide = builder.zext(_pshufb(builder, 16, t, halves[h]), _vec(_i32, 16))
+                        slot = accs[i][h]
+                        builder.store(builder.add(builder.load(slot), wide), slot)
+
+            _emit_vnni_steps(builder, codes_base, a_m, add_step, add_one)
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[7], arr[5], arr[6],
                                      arr[8], arr[9], arr[10])
 
