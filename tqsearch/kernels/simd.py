@@ -282,9 +282,8 @@ def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
     # the chunks (room for it and the left-over steps is kept in the first chunk).
     done = builder.mul(nsteps, c64(k))
     rest = builder.sub(M, done)
-    for r in range(1, k):  # a constant mask per length (see _emit_vnni_steps)
-        with builder.if_then(builder.icmp_unsigned("==", rest, c64(r))):
-            add_steps(done, 1, c64(16 * r))
+    with builder.if_then(builder.icmp_unsigned(">", rest, c64(0))):
+        add_steps(done, 1, builder.mul(rest, c64(16)))
     chunk = max_adds_between_flushes(width) - group
     nchunks = builder.udiv(builder.add(niters, c64(chunk - 1)), c64(chunk))
     one = c64(1)
