@@ -372,9 +372,9 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     queries in pairs, both tables applied in one pass over each block (shared
     code loads and nibble splits); ``ENGINE_PERM`` and ``ENGINE_DOT`` (see
     :func:`scan_engine`) take them eight at a time and the rest one by one.
-    The VNNI engines hold the rows that pass and re-score, at the end, those
-    that may still be among the best (:func:`_defer`); the shuffle engine
-    re-scores them as they pass. Vectors outside ``[start, stop)`` are skipped;
+    Rows that pass are re-scored as they pass, except for long codes on the
+    VNNI engines (``DEFER_SUB_CODES``), which hold them and re-score at the end
+    only those that may still be among the best (:func:`_defer`). Vectors outside ``[start, stop)`` are skipped;
     the heaps are ``out_score[q, c]`` / ``out_label[q, c]``.
     """
     M = blocked.shape[1] // 16
