@@ -374,8 +374,9 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     :func:`scan_engine`) take them eight at a time and the rest one by one.
     Rows that pass are re-scored as they pass, except for long codes on the
     VNNI engines (``DEFER_SUB_CODES``), which hold them and re-score at the end
-    only those that may still be among the best (:func:`_defer`). Vectors outside ``[start, stop)`` are skipped;
-    the heaps are ``out_score[q, c]`` / ``out_label[q, c]``.
+    only those that may still be among the best (:func:`_defer`). Vectors
+    outside ``[start, stop)`` are skipped; the heaps are ``out_score[q, c]`` /
+    ``out_label[q, c]``.
     """
     M = blocked.shape[1] // 16
     k = out_score.shape[2]
