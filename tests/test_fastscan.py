@@ -450,10 +450,8 @@ def test_dot_filter_masks_equal_integer_dot_products(M, stored):
         run(blocked, M, weights, levels, biases, norms, gains, form, params,
             np.zeros(8, np.int64), np.zeros((8, 32), np.int32), out, out_sums)
         for q in range(8):
-            got = [(int(out[q, r // 32]) >> (r % 32)) & 1 for r in range(n)]
-            want = fa * dots[q].astype(np.float32) - fc > np.float32(t)
-            assert got == want.astype(int).tolist()
-            _assert_sums_of_hit_blocks(out[q], out_sums[q], dots[q])
+            _assert_block_outputs(out[q], out_sums[q],
+                                  fa * dots[q].astype(np.float32) - fc > np.float32(t), dots[q])
 
 
 @pytest.mark.skipif(not fastscan.DOT_AVAILABLE, reason="no AVX-512 VNNI/VBMI here")
@@ -498,13 +496,14 @@ def test_perm_filter_masks_equal_table_sums(M, stored):
             run(blocked, M, luts, norms, gains, form, params, np.zeros(8, np.int64),
                 np.zeros((8, 32), np.int32), eights, out, out_sums)
             for q in range(8):
-                got = [(int(out[q, r // 32]) >> (r % 32)) & 1 for r in range(n)]
-                assert got == (rows[q] > np.float32(t)).astype(int).tolist()
-                _assert_sums_of_hit_blocks(out[q], out_sums[q], sums[q])
+                _assert_block_outputs(out[q], out_sums[q], rows[q] > np.float32(t), sums[q])
 
 
-def _assert_sums_of_hit_blocks(masks, got, want):
-    """A block's integer sums are written, in row order, exactly when a row passed."""
+def _assert_block_outputs(masks, got, passes, want):
+    """Row ``r``'s mask bit is ``passes[r]``, and a block's integer sums are written,
+    in row order, exactly when a row passed."""
+    bits = [(int(masks[r // 32]) >> (r % 32)) & 1 for r in range(len(passes))]
+    assert bits == np.asarray(passes).astype(int).tolist()
     for b, mask in enumerate(masks):
         block = got[32 * b: 32 * b + 32]
         if mask:
