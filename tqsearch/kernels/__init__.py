@@ -7,6 +7,23 @@ import types
 from numba import njit
 
 
+def renamed_copy(function, name: str, bindings: dict | None = None):
+    """A copy of a plain function under another name, some global names rebound.
+
+    Numba names cache entries after the Python function, so a function compiled
+    twice (serial and parallel, or for two SIMD widths) needs a copy of its own
+    per compilation; ``bindings`` maps global names the copy sees differently
+    (e.g. a namespace of one variant's intrinsics) to their values.
+    """
+    source = getattr(function, "py_func", function)
+    namespace = source.__globals__ if bindings is None else {**source.__globals__, **bindings}
+    copy = types.FunctionType(source.__code__, namespace, name, source.__defaults__,
+                              source.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = source.__doc__
+    return copy
+
+
 def serial_twin(kernel, name: str, **options):
     """The source of a ``parallel=True`` kernel compiled again without threads.
 
@@ -23,9 +40,4 @@ def serial_twin(kernel, name: str, **options):
     **options
         ``njit`` options (``fastmath``, ...); ``cache=True`` is implied.
     """
-    source = getattr(kernel, "py_func", kernel)
-    twin = types.FunctionType(source.__code__, source.__globals__, name,
-                              source.__defaults__, source.__closure__)
-    twin.__qualname__ = name
-    twin.__doc__ = source.__doc__
-    return njit(cache=True, **options)(twin)
+    return njit(cache=True, **options)(renamed_copy(kernel, name))

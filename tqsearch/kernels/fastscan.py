@@ -58,6 +58,7 @@ overflow, so any ``uint8`` table and any ``M`` < 2**23 give exact ``int32`` sums
 from __future__ import annotations
 
 import os
+import types
 import warnings
 
 import numba
@@ -65,7 +66,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
-from . import simd
+from . import renamed_copy, simd
 from .scan import ZERO_VECTOR_SCORE
 
 BLOCK = simd.BLOCK
@@ -600,99 +601,91 @@ def scan_blocked_multi_portable(blocked, n, M, luts, out):
 
 
 # ---------------------------------------------------------------------------------
-# avx2
+# avx2 and avx512: one source, compiled once per width
 # ---------------------------------------------------------------------------------
 
+# What the functions below call: a namespace per variant (:func:`_simd_variant`)
+# holding that width's intrinsics, its table step and its own compiled helpers.
+_ops = None
 
-@njit(inline="always", cache=True)
-def _block_avx2(blocked, b, M, luts, q, out, start, group):
+
+def _block_simd(blocked, b, M, luts, q, out, start, group):
     """Sums of block ``b`` for table ``q`` of ``luts`` into flat ``out[start : start + 32]``."""
     if group >= 4:
-        return simd.block_scan_avx2_g4(blocked, b, M, luts, q, out, start, BLOCK)
+        return _ops.scan_g4(blocked, b, M, luts, q, out, start, BLOCK)
     elif group == 2:
-        return simd.block_scan_avx2_g2(blocked, b, M, luts, q, out, start, BLOCK)
+        return _ops.scan_g2(blocked, b, M, luts, q, out, start, BLOCK)
     else:
-        return simd.block_scan_avx2_g1(blocked, b, M, luts, q, out, start, BLOCK)
+        return _ops.scan_g1(blocked, b, M, luts, q, out, start, BLOCK)
 
 
-@njit(inline="always", cache=True)
-def _pair_avx2(blocked, b, M, luts, q, out, start, stride, group):
+def _pair_simd(blocked, b, M, luts, q, out, start, stride, group):
     """Tables ``q`` and ``q + 1`` in one pass: sums to ``out[start + i * stride + r]``."""
     if group >= 4:
-        return simd.block_scan_avx2_q2_g4(blocked, b, M, luts, q, out, start, stride)
+        return _ops.pair_g4(blocked, b, M, luts, q, out, start, stride)
     elif group == 2:
-        return simd.block_scan_avx2_q2_g2(blocked, b, M, luts, q, out, start, stride)
+        return _ops.pair_g2(blocked, b, M, luts, q, out, start, stride)
     else:
-        return simd.block_scan_avx2_q2_g1(blocked, b, M, luts, q, out, start, stride)
+        return _ops.pair_g1(blocked, b, M, luts, q, out, start, stride)
 
 
-@njit(inline="always", cache=True)
-def scan_block_avx2(blocked, block_index, M, lut, out, group=1):
-    """:func:`scan_block` with 32-byte ``vpshufb``; unchecked."""
-    return _block_avx2(blocked, block_index, M, lut, 0, out, 0, group)
+def _scan_block_simd(blocked, block_index, M, lut, out, group=1):
+    """:func:`scan_block` with this variant's ``vpshufb``; unchecked."""
+    return _ops.block(blocked, block_index, M, lut, 0, out, 0, group)
 
 
-@njit(cache=True)
-def scan_blocked_avx2(blocked, n, M, lut, out):
-    """:func:`scan_blocked` with 32-byte ``vpshufb``."""
+def _scan_blocked_simd(blocked, n, M, lut, out):
+    """:func:`scan_blocked` with this variant's ``vpshufb``."""
     nb = _check_scan_call(blocked, n, M, lut, out)
-    group = lut_group(lut, 2)
+    group = lut_group(lut, _ops.STEP)
     full = nb if out.shape[0] >= nb * BLOCK else nb - 1
     for b in range(full):
-        _block_avx2(blocked, b, M, lut, 0, out, b * BLOCK, group)
+        _ops.block(blocked, b, M, lut, 0, out, b * BLOCK, group)
     if full < nb:
         tmp = np.empty(BLOCK, dtype=out.dtype)
-        _block_avx2(blocked, full, M, lut, 0, tmp, 0, group)
+        _ops.block(blocked, full, M, lut, 0, tmp, 0, group)
         for r in range(n - full * BLOCK):
             out[full * BLOCK + r] = tmp[r]
 
 
-@njit(inline="always", cache=True)
-def scan_block_multi_avx2(blocked, block_index, M, luts, out, group=1):
-    """:func:`scan_block_multi` with 32-byte ``vpshufb``; unchecked."""
+def _scan_block_multi_simd(blocked, block_index, M, luts, out, group=1):
+    """:func:`scan_block_multi` with this variant's ``vpshufb``; unchecked."""
     nq = luts.shape[0]
     ld = out.shape[1]
     q = 0
     while q + 1 < nq:
-        _pair_avx2(blocked, block_index, M, luts, q, out, q * ld, ld, group)
+        _ops.pair(blocked, block_index, M, luts, q, out, q * ld, ld, group)
         q += 2
     if q < nq:
-        _block_avx2(blocked, block_index, M, luts, q, out, q * ld, group)
+        _ops.block(blocked, block_index, M, luts, q, out, q * ld, group)
 
 
-@njit(inline="always", cache=True)
-def scan_block_filter_avx2(blocked, block_index, M, luts, q, norms, gains, form, params, group=1):
-    """:func:`scan_block_filter` with 32-byte ``vpshufb``; unchecked."""
+def _scan_block_filter_simd(blocked, block_index, M, luts, q, norms, gains, form, params,
+                            group=1):
+    """:func:`scan_block_filter` with this variant's ``vpshufb``; unchecked."""
     if group >= 4:
-        return simd.block_filter_avx2_g4(blocked, block_index, M, luts, q, norms, gains, form,
-                                         params)
+        return _ops.filter_g4(blocked, block_index, M, luts, q, norms, gains, form, params)
     elif group == 2:
-        return simd.block_filter_avx2_g2(blocked, block_index, M, luts, q, norms, gains, form,
-                                         params)
+        return _ops.filter_g2(blocked, block_index, M, luts, q, norms, gains, form, params)
     else:
-        return simd.block_filter_avx2_g1(blocked, block_index, M, luts, q, norms, gains, form,
-                                         params)
+        return _ops.filter_g1(blocked, block_index, M, luts, q, norms, gains, form, params)
 
 
-@njit(inline="always", cache=True)
-def scan_block_filter2_avx2(blocked, block_index, M, luts, q, norms, gains, form, params, group=1):
-    """:func:`scan_block_filter2` with 32-byte ``vpshufb``; unchecked."""
+def _scan_block_filter2_simd(blocked, block_index, M, luts, q, norms, gains, form, params,
+                             group=1):
+    """:func:`scan_block_filter2` with this variant's ``vpshufb``; unchecked."""
     if group >= 4:
-        return simd.block_filter_avx2_q2_g4(blocked, block_index, M, luts, q, norms, gains, form,
-                                            params)
+        return _ops.filter2_g4(blocked, block_index, M, luts, q, norms, gains, form, params)
     elif group == 2:
-        return simd.block_filter_avx2_q2_g2(blocked, block_index, M, luts, q, norms, gains, form,
-                                            params)
+        return _ops.filter2_g2(blocked, block_index, M, luts, q, norms, gains, form, params)
     else:
-        return simd.block_filter_avx2_q2_g1(blocked, block_index, M, luts, q, norms, gains, form,
-                                            params)
+        return _ops.filter2_g1(blocked, block_index, M, luts, q, norms, gains, form, params)
 
 
-@njit(cache=True)
-def scan_blocked_multi_avx2(blocked, n, M, luts, out):
-    """:func:`scan_blocked_multi` with 32-byte ``vpshufb``."""
+def _scan_blocked_multi_simd(blocked, n, M, luts, out):
+    """:func:`scan_blocked_multi` with this variant's ``vpshufb``."""
     nb = _check_multi_call(blocked, n, M, luts, out)
-    group = luts_group(luts, 2)
+    group = luts_group(luts, _ops.STEP)
     nq = luts.shape[0]
     ld = out.shape[1]
     full = nb if ld >= nb * BLOCK else nb - 1
@@ -701,131 +694,59 @@ def scan_blocked_multi_avx2(blocked, n, M, luts, out):
         for b in range(full):
             q = c0
             while q + 1 < c1:
-                _pair_avx2(blocked, b, M, luts, q, out, q * ld + b * BLOCK, ld, group)
+                _ops.pair(blocked, b, M, luts, q, out, q * ld + b * BLOCK, ld, group)
                 q += 2
             if q < c1:
-                _block_avx2(blocked, b, M, luts, q, out, q * ld + b * BLOCK, group)
+                _ops.block(blocked, b, M, luts, q, out, q * ld + b * BLOCK, group)
     if full < nb:
         tmp = np.empty(BLOCK, dtype=out.dtype)
         for q in range(nq):
-            _block_avx2(blocked, full, M, luts, q, tmp, 0, group)
+            _ops.block(blocked, full, M, luts, q, tmp, 0, group)
             for r in range(n - full * BLOCK):
                 out[q, full * BLOCK + r] = tmp[r]
 
 
-# ---------------------------------------------------------------------------------
-# avx512
-# ---------------------------------------------------------------------------------
+def _simd_variant(variant):
+    """The ``*_simd`` functions above compiled for ``variant`` ("avx2" or "avx512").
+
+    Each is a renamed copy (its own Numba cache entry, as in
+    :func:`tqsearch.kernels.serial_twin`) whose ``_ops`` is a namespace holding
+    the variant's intrinsics (:mod:`.simd`) and its compiled helpers. Returns
+    that namespace; its attributes ``scan_block``, ``scan_blocked``, ... are the
+    variant's kernels.
+    """
+    ops = types.ModuleType(f"{__name__}.{variant}")
+    ops.STEP = STEPS[variant]
+    for g in (1, 2, 4):
+        setattr(ops, f"scan_g{g}", getattr(simd, f"block_scan_{variant}_g{g}"))
+        setattr(ops, f"pair_g{g}", getattr(simd, f"block_scan_{variant}_q2_g{g}"))
+        setattr(ops, f"filter_g{g}", getattr(simd, f"block_filter_{variant}_g{g}"))
+        setattr(ops, f"filter2_g{g}", getattr(simd, f"block_filter_{variant}_q2_g{g}"))
+
+    def compile_(function, name, inline):
+        copy = renamed_copy(function, f"{name}_{variant}", {"_ops": ops})
+        return njit(cache=True, inline="always")(copy) if inline else njit(cache=True)(copy)
+
+    ops.block = compile_(_block_simd, "_block", True)
+    ops.pair = compile_(_pair_simd, "_pair", True)
+    for name, inline in (("scan_block", True), ("scan_blocked", False),
+                         ("scan_block_multi", True), ("scan_block_filter", True),
+                         ("scan_block_filter2", True), ("scan_blocked_multi", False)):
+        setattr(ops, name, compile_(globals()[f"_{name}_simd"], name, inline))
+    return ops
 
 
-@njit(inline="always", cache=True)
-def _block_avx512(blocked, b, M, luts, q, out, start, group):
-    """Sums of block ``b`` for table ``q`` of ``luts`` into flat ``out[start : start + 32]``."""
-    if group >= 4:
-        return simd.block_scan_avx512_g4(blocked, b, M, luts, q, out, start, BLOCK)
-    elif group == 2:
-        return simd.block_scan_avx512_g2(blocked, b, M, luts, q, out, start, BLOCK)
-    else:
-        return simd.block_scan_avx512_g1(blocked, b, M, luts, q, out, start, BLOCK)
-
-
-@njit(inline="always", cache=True)
-def _pair_avx512(blocked, b, M, luts, q, out, start, stride, group):
-    """Tables ``q`` and ``q + 1`` in one pass: sums to ``out[start + i * stride + r]``."""
-    if group >= 4:
-        return simd.block_scan_avx512_q2_g4(blocked, b, M, luts, q, out, start, stride)
-    elif group == 2:
-        return simd.block_scan_avx512_q2_g2(blocked, b, M, luts, q, out, start, stride)
-    else:
-        return simd.block_scan_avx512_q2_g1(blocked, b, M, luts, q, out, start, stride)
-
-
-@njit(inline="always", cache=True)
-def scan_block_avx512(blocked, block_index, M, lut, out, group=1):
-    """:func:`scan_block` with 64-byte ``vpshufb``; unchecked."""
-    return _block_avx512(blocked, block_index, M, lut, 0, out, 0, group)
-
-
-@njit(cache=True)
-def scan_blocked_avx512(blocked, n, M, lut, out):
-    """:func:`scan_blocked` with 64-byte ``vpshufb``."""
-    nb = _check_scan_call(blocked, n, M, lut, out)
-    group = lut_group(lut, 4)
-    full = nb if out.shape[0] >= nb * BLOCK else nb - 1
-    for b in range(full):
-        _block_avx512(blocked, b, M, lut, 0, out, b * BLOCK, group)
-    if full < nb:
-        tmp = np.empty(BLOCK, dtype=out.dtype)
-        _block_avx512(blocked, full, M, lut, 0, tmp, 0, group)
-        for r in range(n - full * BLOCK):
-            out[full * BLOCK + r] = tmp[r]
-
-
-@njit(inline="always", cache=True)
-def scan_block_multi_avx512(blocked, block_index, M, luts, out, group=1):
-    """:func:`scan_block_multi` with 64-byte ``vpshufb``; unchecked."""
-    nq = luts.shape[0]
-    ld = out.shape[1]
-    q = 0
-    while q + 1 < nq:
-        _pair_avx512(blocked, block_index, M, luts, q, out, q * ld, ld, group)
-        q += 2
-    if q < nq:
-        _block_avx512(blocked, block_index, M, luts, q, out, q * ld, group)
-
-
-@njit(inline="always", cache=True)
-def scan_block_filter_avx512(blocked, block_index, M, luts, q, norms, gains, form, params, group=1):
-    """:func:`scan_block_filter` with 64-byte ``vpshufb``; unchecked."""
-    if group >= 4:
-        return simd.block_filter_avx512_g4(blocked, block_index, M, luts, q, norms, gains, form,
-                                           params)
-    elif group == 2:
-        return simd.block_filter_avx512_g2(blocked, block_index, M, luts, q, norms, gains, form,
-                                           params)
-    else:
-        return simd.block_filter_avx512_g1(blocked, block_index, M, luts, q, norms, gains, form,
-                                           params)
-
-
-@njit(inline="always", cache=True)
-def scan_block_filter2_avx512(blocked, block_index, M, luts, q, norms, gains, form, params,
-                              group=1):
-    """:func:`scan_block_filter2` with 64-byte ``vpshufb``; unchecked."""
-    if group >= 4:
-        return simd.block_filter_avx512_q2_g4(blocked, block_index, M, luts, q, norms, gains,
-                                              form, params)
-    elif group == 2:
-        return simd.block_filter_avx512_q2_g2(blocked, block_index, M, luts, q, norms, gains,
-                                              form, params)
-    else:
-        return simd.block_filter_avx512_q2_g1(blocked, block_index, M, luts, q, norms, gains,
-                                              form, params)
-
-
-@njit(cache=True)
-def scan_blocked_multi_avx512(blocked, n, M, luts, out):
-    """:func:`scan_blocked_multi` with 64-byte ``vpshufb``."""
-    nb = _check_multi_call(blocked, n, M, luts, out)
-    group = luts_group(luts, 4)
-    nq = luts.shape[0]
-    ld = out.shape[1]
-    full = nb if ld >= nb * BLOCK else nb - 1
-    for c0 in range(0, nq, QUERY_CHUNK):
-        c1 = min(c0 + QUERY_CHUNK, nq)
-        for b in range(full):
-            q = c0
-            while q + 1 < c1:
-                _pair_avx512(blocked, b, M, luts, q, out, q * ld + b * BLOCK, ld, group)
-                q += 2
-            if q < c1:
-                _block_avx512(blocked, b, M, luts, q, out, q * ld + b * BLOCK, group)
-    if full < nb:
-        tmp = np.empty(BLOCK, dtype=out.dtype)
-        for q in range(nq):
-            _block_avx512(blocked, full, M, luts, q, tmp, 0, group)
-            for r in range(n - full * BLOCK):
-                out[q, full * BLOCK + r] = tmp[r]
+_AVX2 = _simd_variant("avx2")
+_AVX512 = _simd_variant("avx512")
+scan_block_avx2, scan_block_avx512 = _AVX2.scan_block, _AVX512.scan_block
+scan_blocked_avx2, scan_blocked_avx512 = _AVX2.scan_blocked, _AVX512.scan_blocked
+scan_block_multi_avx2, scan_block_multi_avx512 = _AVX2.scan_block_multi, _AVX512.scan_block_multi
+scan_block_filter_avx2 = _AVX2.scan_block_filter
+scan_block_filter_avx512 = _AVX512.scan_block_filter
+scan_block_filter2_avx2 = _AVX2.scan_block_filter2
+scan_block_filter2_avx512 = _AVX512.scan_block_filter2
+scan_blocked_multi_avx2 = _AVX2.scan_blocked_multi
+scan_blocked_multi_avx512 = _AVX512.scan_blocked_multi
 
 
 # ---------------------------------------------------------------------------------
