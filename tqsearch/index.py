@@ -12,6 +12,7 @@ from .codebook import MAX_BITS
 from .codec import ESTIMATORS, METRICS, make_codec
 from .config import ADD_CHUNK
 from .kernels.blocked_scan import (
+    ENGINE_DOT3,
     filter_fields,
     scan_blocked_topk,
     scan_blocked_topk_serial,
@@ -333,7 +334,7 @@ class TurboQuantIndex:
         k_scan = min(max(k, int(np.ceil(factor * k))), max(stop - start, 1)) if factor else k
         # a few queries on one thread run serial kernels only: no need to set the pool
         serial = threads == 1 and nq <= SERIAL_MAX_ROWS and not factor
-        if serial and stop > start and self._store.layout == "blocked":
+        if serial and stop > start and self._scans_blocks():
             found = self._search_serial(xq, k, start, stop)
             if found is not None:
                 return found
@@ -396,7 +397,7 @@ class TurboQuantIndex:
         n_chunks = max(1, min(threads // nq, (stop - start) // 4096)) if nq < threads else 1
         out_s = np.empty((nq, n_chunks, k), dtype=np.float32)
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
-        if stop > start and store.layout == "blocked":
+        if stop > start and self._scans_blocks():
             grouped = nq >= 2 * threads
             fields, tables, tiles, _ = self._scan_inputs()
             args = (store.codes, start, stop, *fields, y, *tables, n_chunks, grouped, *tiles,
@@ -411,6 +412,14 @@ class TurboQuantIndex:
                       codec.index_bits, codec.mode, codec.distance_form, n_chunks, start,
                       out_s, out_i)
         return out_s.reshape(nq, -1), out_i.reshape(nq, -1)
+
+    def _scans_blocks(self) -> bool:
+        """Whether the blocked scan reads this index's codes here: always for the
+        nibble layout, for 3-bit codes only where their int8 engine runs (else
+        their rows are scanned: the portable path)."""
+        layout = self._store.layout
+        return layout == "blocked" or (layout == "triplets"
+                                       and self._scan_inputs()[2][1] == ENGINE_DOT3)
 
     def _scan_inputs(self):
         """The blocked scan's arguments that depend on the index alone, cached until
@@ -428,10 +437,13 @@ class TurboQuantIndex:
                 or any(a is not b for a, b in zip(cached[1], key, strict=True))):
             norms, gains = store.field("norms"), store.field("gains")
             coords, books = codec.tables
+            centroids = codec.centroids
+            if store.layout == "triplets":  # the int8 engine's tables have 16 entries
+                centroids = np.concatenate([centroids, np.zeros(8, dtype=np.float32)])
             inputs = (
                 (*filter_fields(norms, gains, store.n, codec.mode, codec.distance_form),
                  norms, gains),
-                (codec.centroids, codec.index_bits, coords, books, codec.mode,
+                (centroids, codec.index_bits, coords, books, codec.mode,
                  codec.distance_form),
                 (tile_blocks_for(store.codes),
                  scan_engine(codec.index_bits, books)),

@@ -214,11 +214,8 @@ def _index_from(params, arrays, path) -> TurboQuantIndex:
         ntotal = int(params["ntotal"])
     except (KeyError, ValueError, TypeError) as exc:
         raise IndexFormatError(f"{path} has an inconsistent header: {exc}") from None
-    if params.get("layout") != index._store.layout:
-        raise IndexFormatError(f"{path}: code layout {params.get('layout')!r} does not match "
-                               f"this version's {index._store.layout!r} for these parameters")
     try:
-        index._store.load(store, ntotal)
+        index._store.load(store, ntotal, params.get("layout"))
     except ValueError as exc:
         raise IndexFormatError(f"{path}: {exc}") from None
     return index

@@ -1,4 +1,4 @@
-"""Storage of an index's codes: parallel per-vector arrays in one of two layouts.
+"""Storage of an index's codes: parallel per-vector arrays in one of three layouts.
 
 ``"rows"``: ``codes`` is uint8 (n, code_bytes), one packed row per vector
 (any bit width, QJL included).
@@ -8,6 +8,11 @@ fast-scan layout of :mod:`tqsearch.kernels.fastscan`, uint8 (ceil(n / 32),
 16 * M) with ``M = ceil(d * bits / 4)`` nibbles per vector: the same bytes as
 packed rows (plus padding of the last block), laid out so that a SIMD byte
 shuffle scores 32 vectors per table lookup.
+
+``"triplets"``: for 3 bits per coordinate without QJL, ``codes`` is the layout
+of :mod:`tqsearch.kernels.triplets`, uint8 (ceil(n / 32), 12 * D4) with ``D4``
+``d`` rounded up to a multiple of 4: 3 bits per coordinate, blocked for int8
+dot products.
 
 Beside the codes: ``norms`` float32 (n,), ``gains`` uint16 (n,) when the codec
 stores them, and ``raw`` (n, d) float32/float16 when vectors are kept for
@@ -20,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .codec import EncodedBatch, TurboQuantCodec
-from .kernels import fastscan
+from .kernels import fastscan, triplets
 
 __all__ = ["CodeStore", "RAW_DTYPES"]
 
@@ -30,6 +35,18 @@ RAW_DTYPES = {"float32": np.float32, "float16": np.float16}
 def blocked_layout_fits(codec: TurboQuantCodec) -> bool:
     """Whether the codec's codes are whole nibbles (1, 2 or 4 bits, no QJL; any PCA codes)."""
     return codec.estimator == "pca" or (not codec.qjl and codec.index_bits in (1, 2, 4))
+
+
+def triplets_layout_fits(codec: TurboQuantCodec) -> bool:
+    """Whether the codec's codes are 3-bit TurboQuant indices (no QJL, no PCA)."""
+    return codec.estimator != "pca" and not codec.qjl and codec.index_bits == 3
+
+
+def layout_for(codec: TurboQuantCodec) -> str:
+    """The layout a store of this codec's codes uses (module docstring)."""
+    if blocked_layout_fits(codec):
+        return "blocked"
+    return "triplets" if triplets_layout_fits(codec) else "rows"
 
 
 class CodeStore:
@@ -43,11 +60,13 @@ class CodeStore:
 
     def __init__(self, codec: TurboQuantCodec, keep_vectors=None):
         self.codec = codec
-        self.layout = "blocked" if blocked_layout_fits(codec) else "rows"
+        self.layout = layout_for(codec)
         self.nibbles = (codec.d * codec.index_bits + 3) // 4
         self.n = 0
         if self.layout == "blocked":
             codes = np.empty((0, 16 * self.nibbles), dtype=np.uint8)
+        elif self.layout == "triplets":
+            codes = np.empty((0, 12 * triplets.padded_dim(codec.d)), dtype=np.uint8)
         else:
             codes = np.empty((0, codec.code_bytes), dtype=np.uint8)
         self.arrays = {"codes": codes}
@@ -68,18 +87,23 @@ class CodeStore:
         """Bytes held by all arrays."""
         return int(sum(a.nbytes for a in self.arrays.values()))
 
+    @property
+    def blocks(self) -> bool:
+        """Whether codes are stored in blocks of 32 vectors ("blocked", "triplets")."""
+        return self.layout != "rows"
+
     def _rows_for(self, n: int) -> int:
-        return fastscan.n_blocks(n) if self.layout == "blocked" else n
+        return fastscan.n_blocks(n) if self.blocks else n
 
     def _length(self, name: str, n: int) -> int:
         """Rows array ``name`` has for ``n`` vectors.
 
-        In the blocked layout the per-vector factors are padded (with zeros) to
+        In the block layouts the per-vector factors are padded (with zeros) to
         whole blocks, so that the scan reads a block's 32 of them at once.
         """
         if name == "codes":
             return self._rows_for(n)
-        if self.layout == "blocked" and name in ("norms", "gains"):
+        if self.blocks and name in ("norms", "gains"):
             return fastscan.BLOCK * fastscan.n_blocks(n)
         return n
 
@@ -108,6 +132,8 @@ class CodeStore:
         coded_in_place = batch.codes.shape[1] == 0  # see block_target
         if self.layout == "blocked" and not coded_in_place:
             fastscan.scatter_rows(batch.codes, at, self.arrays["codes"])
+        elif self.layout == "triplets":
+            triplets.scatter_rows(batch.codes, at, self.arrays["codes"], self.codec.d)
         elif self.layout == "rows":
             self.arrays["codes"][at:at + n] = batch.codes
         for name in ("norms", "gains"):
@@ -119,7 +145,7 @@ class CodeStore:
 
     # -- reading -------------------------------------------------------------
     def rows(self, start: int, stop: int) -> EncodedBatch:
-        """Codes of vectors ``start .. stop - 1`` as packed rows (a copy for "blocked")."""
+        """Codes of vectors ``start .. stop - 1`` as packed rows (a copy for block layouts)."""
         if self.layout == "blocked":
             b0, b1 = start // fastscan.BLOCK, fastscan.n_blocks(stop)
             nib = fastscan.unpack_blocked(self.codes[b0:b1], stop - b0 * fastscan.BLOCK,
@@ -127,6 +153,9 @@ class CodeStore:
             if nib.shape[1] % 2:
                 nib = np.concatenate([nib, np.zeros((nib.shape[0], 1), np.uint8)], axis=1)
             codes = np.ascontiguousarray(nib[:, 0::2] | (nib[:, 1::2] << 4))
+        elif self.layout == "triplets":
+            codes = np.empty((stop - start, self.codec.code_bytes), dtype=np.uint8)
+            triplets.gather_rows(self.codes, start, stop, self.codec.d, codes)
         else:
             codes = np.ascontiguousarray(self.codes[start:stop])
         return EncodedBatch(codes, self.field("norms", start, stop),
@@ -143,11 +172,27 @@ class CodeStore:
         """Arrays trimmed to the stored vectors (and their padding), for writing."""
         return {name: arr[: self._length(name, self.n)] for name, arr in self.arrays.items()}
 
-    def load(self, arrays: dict[str, np.ndarray], n: int) -> None:
-        """Adopt arrays read from a file (possibly memory-mapped) holding ``n`` vectors."""
+    def load(self, arrays: dict[str, np.ndarray], n: int, layout: str | None = None) -> None:
+        """Adopt arrays read from a file (possibly memory-mapped) holding ``n`` vectors.
+
+        ``layout`` is the file's (default: this store's); 3-bit codes written as
+        "rows" (before the "triplets" layout existed) are converted.
+        """
         if set(arrays) != set(self.arrays):
             raise ValueError(f"stored arrays {sorted(arrays)} do not match the index "
                              f"parameters (expected {sorted(self.arrays)})")
+        layout = self.layout if layout is None else layout
+        if layout == "rows" and self.layout == "triplets":
+            rows = arrays["codes"]
+            if rows.shape != (n, self.codec.code_bytes):
+                raise ValueError(f"array codes has shape {rows.shape}, expected "
+                                 f"{(n, self.codec.code_bytes)}")
+            codes = np.zeros((self._rows_for(n), self.arrays["codes"].shape[1]), dtype=np.uint8)
+            triplets.scatter_rows(np.ascontiguousarray(rows), 0, codes, self.codec.d)
+            arrays = {**arrays, "codes": codes}
+        elif layout != self.layout:
+            raise ValueError(f"code layout {layout!r} does not match this version's "
+                             f"{self.layout!r} for these parameters")
         adopted = {}
         for name, arr in arrays.items():
             expected = self.arrays[name].shape[1:]

@@ -1,7 +1,9 @@
-"""Top-k scan of codes in the fast-scan (blocked 4-bit) layout.
+"""Top-k scan of codes in the fast-scan (blocked 4-bit) layout, and of 3-bit codes.
 
 Codes whose bits per coordinate divide 4 (1, 2 or 4) are stored as ``M``
-nibbles per vector in the layout of :mod:`tqsearch.kernels.fastscan`. Per
+nibbles per vector in the layout of :mod:`tqsearch.kernels.fastscan` (3-bit
+codes in that of :mod:`tqsearch.kernels.triplets`, scanned only by
+``ENGINE_DOT3``, as int8 dot products like 4-bit codes). Per
 query the float table ``T`` (M, 16) is quantized to ``uint8`` (one scale per
 query; for the byte-shuffle engine coarse enough that two steps of lookups add
 as bytes, ``TABLE_GROUP``); the SIMD scanner sums a block of 32 vectors at a
@@ -43,7 +45,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import FASTMATH
-from . import serial_twin
+from . import serial_twin, triplets
 from .books import book_lut
 from .dotscan import DOT_AVAILABLE, QUERIES_PER_PASS, dot_levels, prepare_dot
 from .fastscan import (
@@ -59,11 +61,13 @@ from .simd import (
     block_dot_filter_q8,
     block_perm_filter_q1,
     block_perm_filter_q8,
+    block_triplet_dot_filter_q1,
+    block_triplet_dot_filter_q8,
 )
 from .topk import heap_init, heap_push
 
 __all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "filter_fields", "tile_blocks_for",
-           "scan_engine", "ENGINE_SHUFFLE", "ENGINE_PERM", "ENGINE_DOT",
+           "scan_engine", "ENGINE_SHUFFLE", "ENGINE_PERM", "ENGINE_DOT", "ENGINE_DOT3",
            "MODE_CORRECTED", "GAIN_ONE"]
 
 # Relative margin of the filter's threshold: covers the float32 rounding of
@@ -141,7 +145,7 @@ def filter_fields(norms, gains, n, mode, distance_form):
 # Not inlined, and without fast-math: the sum's order of additions is fixed, so every
 # caller (serial or threaded, any batch size) gets the same float32 result.
 @njit(cache=True)
-def _exact_sum(blocked, M, v, luts, q):
+def _nibble_sum(blocked, M, v, luts, q):
     """Float table sum of vector ``v`` as four interleaved partial sums: independent
     adds, not one chain of ``M`` dependent ones."""
     r = v & (BLOCK - 1)
@@ -161,6 +165,15 @@ def _exact_sum(blocked, M, v, luts, q):
         a0 += lut[m, (row[16 * m + p] >> shift) & 15]
         m += 1
     return (a0 + a1) + (a2 + a3)
+
+
+@njit(inline="always")
+def _exact_sum(engine, blocked, M, v, luts, q):
+    """Float table sum of vector ``v``'s ``M`` codes, in a fixed order: from nibbles,
+    or from the 3-bit layout of :mod:`.triplets` when the engine scans it."""
+    if engine == ENGINE_DOT3:
+        return triplets.exact_sum(blocked, M, v, luts, q)
+    return _nibble_sum(blocked, M, v, luts, q)
 
 
 @njit(inline="always")
@@ -212,7 +225,7 @@ def _range_mask(base, start, stop):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _take(blocked, M, base, mask, luts, q, norms, gains, mode, distance_form, fc_max,
+def _take(engine, blocked, M, base, mask, luts, q, norms, gains, mode, distance_form, fc_max,
           params, heap_s, heap_i):
     """Re-score the rows of ``mask`` exactly and push those above the threshold."""
     zero = np.float32(0.0)
@@ -220,7 +233,7 @@ def _take(blocked, M, base, mask, luts, q, norms, gains, mode, distance_form, fc
     for r in range(BLOCK):
         if (mask >> r) & 1:
             v = base + r
-            exact = _exact_sum(blocked, M, v, luts, q)
+            exact = _exact_sum(engine, blocked, M, v, luts, q)
             s = combine(exact, zero, v, mode, zero, norms, gains, distance_form)
             if s > threshold:
                 heap_push(heap_s, heap_i, s, v)
@@ -236,8 +249,8 @@ def _raised(score, fc_max):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _defer(base, mask, q, pending, blocked, M, luts, norms, gains, mode, distance_form, fc_max,
-           params, heap_s, heap_i):
+def _defer(engine, base, mask, q, pending, blocked, M, luts, norms, gains, mode, distance_form,
+           fc_max, params, heap_s, heap_i):
     """Bound the rows of ``mask`` from both sides by their integer sums and keep them.
 
     ``pending = (sums, bounds, lb_s, lb_i, rows, upper, count)``: the block's
@@ -260,7 +273,7 @@ def _defer(base, mask, q, pending, blocked, M, luts, norms, gains, mode, distanc
             if lb > lb_s[q, 0]:
                 heap_push(lb_s[q], lb_i[q], lb, v)
             if count[q] == rows.shape[1]:
-                _resolve(q, pending, blocked, M, luts, norms, gains, mode, distance_form,
+                _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_form,
                          heap_s, heap_i)
             n = count[q]
             rows[q, n] = v
@@ -271,7 +284,8 @@ def _defer(base, mask, q, pending, blocked, M, luts, norms, gains, mode, distanc
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _resolve(q, pending, blocked, M, luts, norms, gains, mode, distance_form, heap_s, heap_i):
+def _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_form, heap_s,
+             heap_i):
     """Re-score exactly, in the order they were held, the rows of query ``q`` whose
     upper bound reaches both thresholds (lower bounds', exact scores'), and
     release them all."""
@@ -280,8 +294,8 @@ def _resolve(q, pending, blocked, M, luts, norms, gains, mode, distance_form, he
     for i in range(count[q]):
         if upper[q, i] >= max(lb_s[q, 0], heap_s[0]):
             v = rows[q, i]
-            s = combine(_exact_sum(blocked, M, v, luts, q), zero, v, mode, zero, norms, gains,
-                        distance_form)
+            s = combine(_exact_sum(engine, blocked, M, v, luts, q), zero, v, mode, zero, norms,
+                        gains, distance_form)
             if s > heap_s[0]:
                 heap_push(heap_s, heap_i, s, v)
     count[q] = 0
@@ -290,8 +304,9 @@ def _resolve(q, pending, blocked, M, luts, norms, gains, mode, distance_form, he
 #: How a batch's blocks are scored (:func:`scan_engine`): byte shuffles with
 #: 16-bit sums, two queries per pass (any SIMD variant); 64-byte table lookups
 #: summed by byte dot products, eight queries per pass; int8 dot products of
-#: 4-bit codes with the quantized query, eight queries per pass.
-ENGINE_SHUFFLE, ENGINE_PERM, ENGINE_DOT = 0, 1, 2
+#: 4-bit codes with the quantized query, eight queries per pass; the same for
+#: 3-bit codes in the layout of :mod:`.triplets`.
+ENGINE_SHUFFLE, ENGINE_PERM, ENGINE_DOT, ENGINE_DOT3 = 0, 1, 2, 3
 
 
 if DOT_AVAILABLE:
@@ -305,7 +320,16 @@ if DOT_AVAILABLE:
         are re-scored, or with ``defer`` held for re-scoring (:func:`_defer`)."""
         sums = pending[0]
         for b in range(t0, t1):
-            if engine == ENGINE_DOT:
+            if engine == ENGINE_DOT3:
+                if width == QUERIES_PER_PASS:
+                    hits = block_triplet_dot_filter_q8(blocked, b, weights.shape[1], weights, o,
+                                                       levels, biases, filter_norms,
+                                                       filter_gains, form, params, masks, sums)
+                else:
+                    hits = block_triplet_dot_filter_q1(blocked, b, weights.shape[1], weights, o,
+                                                       levels, biases, filter_norms,
+                                                       filter_gains, form, params, masks, sums)
+            elif engine == ENGINE_DOT:
                 if width == QUERIES_PER_PASS:
                     hits = block_dot_filter_q8(blocked, b, M, weights, o, levels, biases,
                                                filter_norms, filter_gains, form, params, masks,
@@ -329,12 +353,13 @@ if DOT_AVAILABLE:
                 if mask == 0:
                     continue
                 if defer:
-                    _defer(base, mask, g, pending, blocked, M, luts, norms, gains, mode,
+                    _defer(engine, base, mask, g, pending, blocked, M, luts, norms, gains, mode,
                            distance_form, fc_max, params, out_score[q0 + g, c],
                            out_label[q0 + g, c])
                 else:
-                    _take(blocked, M, base, mask, luts, g, norms, gains, mode, distance_form,
-                          fc_max, params, out_score[q0 + g, c], out_label[q0 + g, c])
+                    _take(engine, blocked, M, base, mask, luts, g, norms, gains, mode,
+                          distance_form, fc_max, params, out_score[q0 + g, c],
+                          out_label[q0 + g, c])
 
 else:
 
@@ -347,12 +372,15 @@ else:
 
 def scan_engine(bits, books):
     """The fastest engine this process can scan codes of ``bits`` with (``books``:
-    nibble codebooks, empty for TurboQuant codes): ``ENGINE_DOT`` for 4-bit
-    TurboQuant codes, ``ENGINE_PERM`` for any other nibble tables where AVX-512
-    VNNI and VBMI are available, else ``ENGINE_SHUFFLE``."""
+    nibble codebooks, empty for TurboQuant codes): where AVX-512 VNNI and VBMI
+    are available ``ENGINE_DOT`` for 4-bit TurboQuant codes, ``ENGINE_DOT3`` for
+    3-bit ones (:mod:`.triplets` layout) and ``ENGINE_PERM`` for any other
+    nibble tables; else ``ENGINE_SHUFFLE`` (which does not read 3-bit codes)."""
     if not DOT_AVAILABLE:
         return ENGINE_SHUFFLE
-    return ENGINE_DOT if bits == 4 and books.shape[0] == 0 else ENGINE_PERM
+    if books.shape[0] == 0 and bits in (3, 4):
+        return ENGINE_DOT3 if bits == 3 else ENGINE_DOT
+    return ENGINE_PERM
 
 
 def tile_blocks_for(blocked):
@@ -378,7 +406,8 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     outside ``[start, stop)`` are skipped; the heaps are ``out_score[q, c]`` /
     ``out_label[q, c]``.
     """
-    M = blocked.shape[1] // 16
+    # table rows: nibbles, or coordinates for 3-bit codes (stored padded to whole steps)
+    M = y.shape[1] if engine == ENGINE_DOT3 else blocked.shape[1] // 16
     k = out_score.shape[2]
     form = (form[0], form[1], form[2], form[3])  # scalars for the filter
     luts = np.empty((n_queries, M, 16), dtype=np.float32)
@@ -388,7 +417,7 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     vnni = engine != ENGINE_SHUFFLE
     octets = (n_queries // QUERIES_PER_PASS) * QUERIES_PER_PASS if vnni else 0
     singles = n_queries if vnni else 0  # the rest of the octets go one at a time
-    dot = engine == ENGINE_DOT
+    dot = engine == ENGINE_DOT or engine == ENGINE_DOT3
     weights = np.zeros((n_queries if dot else 0, -(-M // 4) * 4), dtype=np.int8)
     biases = np.empty(n_queries, dtype=np.int32)
     masks = np.empty(n_queries, dtype=np.int64)
@@ -447,10 +476,10 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
                 m0 = mask & low & rows
                 m1 = (mask >> 32) & low & rows
                 if m0 != 0:
-                    _take(blocked, M, base, m0, luts, g, norms, gains, mode, distance_form,
+                    _take(engine, blocked, M, base, m0, luts, g, norms, gains, mode, distance_form,
                           fc_max, params, out_score[q0 + g, c], out_label[q0 + g, c])
                 if m1 != 0:
-                    _take(blocked, M, base, m1, luts, g + 1, norms, gains, mode,
+                    _take(engine, blocked, M, base, m1, luts, g + 1, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g + 1, c],
                           out_label[q0 + g + 1, c])
             g += 2
@@ -463,10 +492,11 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
                 base = b * BLOCK
                 mask &= _range_mask(base, start, stop)
                 if mask != 0:
-                    _take(blocked, M, base, mask, luts, g, norms, gains, mode, distance_form,
-                          fc_max, params, out_score[q0 + g, c], out_label[q0 + g, c])
+                    _take(engine, blocked, M, base, mask, luts, g, norms, gains, mode,
+                          distance_form, fc_max, params, out_score[q0 + g, c],
+                          out_label[q0 + g, c])
     for g in range(held):
-        _resolve(g, pending, blocked, M, luts, norms, gains, mode, distance_form,
+        _resolve(engine, g, pending, blocked, M, luts, norms, gains, mode, distance_form,
                  out_score[q0 + g, c], out_label[q0 + g, c])
 
 

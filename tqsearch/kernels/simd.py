@@ -743,6 +743,100 @@ def make_dot_filter_intrinsic(nq):
     return intrinsic(impl)
 
 
+# 3-bit codes (:mod:`tqsearch.kernels.triplets`): byte 8 p + k of half h's permute takes
+# byte 24 h + 3 p + min(k, 2) of the step, so that 64-bit lane p starts with triplet p;
+# the multishift then takes field f of that lane (bits 3 f ..) into its byte f.
+_TRIPLET_BYTES = [[24 * h + 3 * (i // 8) + min(i % 8, 2) for i in range(64)] for h in (0, 1)]
+_TRIPLET_SHIFTS = [3 * (i % 8) for i in range(64)]
+
+
+def make_triplet_dot_filter_intrinsic(nq):
+    """Build the ``@intrinsic`` testing one block of 3-bit codes for ``nq`` queries by
+    int8 dot products.
+
+    The returned intrinsic has the Numba signature::
+
+        f(blocked, block_index, D4, weights, q0, levels, biases, norms, gains, form,
+          params, masks, sums) -> int64
+
+    ``blocked`` holds 3-bit codes in the layout of :mod:`tqsearch.kernels.triplets`
+    (``D4`` coordinates per vector, a multiple of 4: 48 bytes a step of four);
+    ``weights``, ``levels`` (the codebook's int8 levels plus 128, 16 entries of
+    which codes use 8), ``biases`` and everything else are as in
+    :func:`make_dot_filter_intrinsic`. Per step, each half is unpacked once for
+    all queries (``vpermb``, ``vpmultishiftqb``, a mask and the level lookup,
+    ``vpshufb``) and multiplied with each query's four weights (``vpdpbusd``).
+    Nothing is bounds-checked: callers check.
+    """
+    fname = f"block_triplet_dot_filter_q{nq}"
+
+    def impl(typingctx, blocked, block_index, D4, weights, q0, levels, biases, norms, gains,
+             form, params, masks, sums):
+        _check_vnni_args(fname, blocked, D4, q0, norms, gains, form, params, masks, sums)
+        _check_u8_c(levels, "levels", fname)
+        for name, ty, dtype in (("weights", weights, types.int8),
+                                ("biases", biases, types.int32)):
+            if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.layout == "C"):
+                raise TypingError(f"{fname}: {name} must be a C-contiguous {dtype} array, "
+                                  f"got {ty}")
+        sig = types.int64(blocked, types.intp, types.intp, weights, types.intp, levels, biases,
+                          norms, gains, form, params, masks, sums)
+
+        def codegen(context, builder, signature, args):
+            a_b, a_d4, a_q0 = args[1], args[2], args[4]
+            arr = {i: context.make_array(signature.args[i])(context, builder, args[i])
+                   for i in (0, 3, 5, 6, 7, 8, 10, 11, 12)}
+            c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
+            permb, dpbusd = _vnni_ops(builder)
+            v64i8 = _vec(_i8, 64)
+            multishift = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(v64i8, [v64i8, v64i8]),
+                "llvm.x86.avx512.pmultishift.qb.512")
+            steps = builder.udiv(a_d4, c64(4))
+            codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
+                                     [builder.mul(a_b, builder.mul(steps, c64(48)))])
+            table16 = builder.load(builder.bitcast(arr[5].data, _vec(_i8, 16).as_pointer()),
+                                   align=1)
+            table = _shuffle(builder, table16, table16, [i % 16 for i in range(64)])
+            spread = [ir.Constant(v64i8, idx) for idx in _TRIPLET_BYTES]
+            shifts = ir.Constant(v64i8, _TRIPLET_SHIFTS)
+            seven = _splat(_i8, 64, 7)
+            weights_base = builder.bitcast(arr[3].data, _i32.as_pointer())
+            words_per_query = builder.udiv(
+                cgutils.unpack_tuple(builder, arr[3].shape, 2)[1], c64(4))
+            accs = []
+            for i in range(nq):
+                bias = builder.load(builder.gep(arr[6].data, [builder.add(a_q0, c64(i))]))
+                start = _splat_value(builder, builder.neg(bias), 16)
+                accs.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
+
+            with cgutils.for_range(builder, steps, intp=_i64) as loop:
+                step = loop.index
+                # 48 bytes: the masked load reads nothing past the block
+                data = _load_bytes_masked(builder, codes_base, builder.mul(step, c64(48)), 64,
+                                          c64(48))
+                operands = []
+                for h in range(2):
+                    fields = builder.call(multishift, [shifts, permb(data, spread[h])])
+                    operands.append(_pshufb(builder, 64, table, builder.and_(fields, seven)))
+                for i in range(nq):
+                    q = builder.add(a_q0, c64(i))
+                    at = builder.add(builder.mul(q, words_per_query), step)
+                    w = _splat_value(builder, builder.load(builder.gep(weights_base, [at]),
+                                                           align=1), 16)
+                    for h in range(2):
+                        slot = accs[i][h]
+                        builder.store(dpbusd(builder.load(slot), operands[h], w), slot)
+
+            return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
+                                     arr[10], arr[11], arr[12])
+
+        return sig, codegen
+
+    impl.__name__ = fname
+    return intrinsic(impl)
+
+
 def make_perm_filter_intrinsic(nq):
     """Build the ``@intrinsic`` testing one block for ``nq`` queries with 64-byte
     table lookups (``vpermb``) summed by byte dot products (``vpdpbusd``).
@@ -837,6 +931,8 @@ block_dot_filter_q8 = make_dot_filter_intrinsic(8)
 block_dot_filter_q1 = make_dot_filter_intrinsic(1)
 block_perm_filter_q8 = make_perm_filter_intrinsic(8)
 block_perm_filter_q1 = make_perm_filter_intrinsic(1)
+block_triplet_dot_filter_q8 = make_triplet_dot_filter_intrinsic(8)
+block_triplet_dot_filter_q1 = make_triplet_dot_filter_intrinsic(1)
 
 
 # One intrinsic per (width, group); ``group`` steps are added as bytes before widening.
