@@ -398,8 +398,9 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     scans a tile before the next is read: the tile's codes come from cache
     for all but the first query. Within a tile, ``ENGINE_SHUFFLE`` takes
     queries in pairs, both tables applied in one pass over each block (shared
-    code loads and nibble splits); ``ENGINE_PERM`` and ``ENGINE_DOT`` (see
-    :func:`scan_engine`) take them eight at a time and the rest one by one.
+    code loads and nibble splits); ``ENGINE_PERM``, ``ENGINE_DOT`` and
+    ``ENGINE_DOT3`` (see :func:`scan_engine`) take them eight at a time and the
+    rest one by one.
     Rows that pass are re-scored as they pass, except for long codes on the
     VNNI engines (``DEFER_SUB_CODES``), which hold them and re-score at the end
     only those that may still be among the best (:func:`_defer`). Vectors
@@ -509,7 +510,9 @@ def scan_blocked_topk(blocked, start, stop, filter_norms, filter_gains, form, fc
     Parameters
     ----------
     blocked : uint8 (nblocks, 16 * M)
-        Codes in the fast-scan layout, ``M = ceil(d * bits / 4)``.
+        Codes in the fast-scan layout, ``M = ceil(d * bits / 4)``; for
+        ``ENGINE_DOT3`` 3-bit codes in the triplets layout, uint8 (nblocks,
+        12 * D4) (:mod:`.triplets`).
     start, stop : int
         Range of vectors scanned (labels are the vector numbers).
     filter_norms, filter_gains, form, fc_max
