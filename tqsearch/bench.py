@@ -39,6 +39,7 @@ import numpy as np
 
 from . import competitors
 from .competitors import FaissMethod, Method, TurbovecMethod, Unavailable, all_threads
+from .rotation import SERIAL_MAX_ROWS
 
 __all__ = [
     "FAMILIES",
@@ -322,6 +323,9 @@ def _warm_up_tqsearch(train, d, bits_list, metric, families, k, counts):
                 m.build(rows)
                 for _, n in counts:
                     m.set_threads(n)
+                    # a batch past the single-call path (SERIAL_MAX_ROWS), a few, one:
+                    # each takes kernels of its own
+                    m.search(rows[: 2 * SERIAL_MAX_ROWS + 1], k)
                     m.search(rows[:4], k)
                     m.search(rows[:1], k)
             except Exception:  # the timed run will report it
