@@ -23,9 +23,8 @@ import math
 import numpy as np
 
 from . import kernels as _k
-from .codec import KVLayout
 from .plan import TILE, plan_splits
-from .reference import NumpyKVCache, _n_valid, check_kv, check_query
+from .reference import CodedTokens, NumpyKVCache, _n_valid, check_kv, check_query
 
 try:  # the GPU module is only imported once CuPy is known to be importable
     import cupy as cp
@@ -136,7 +135,7 @@ def _pair_table(centroids: np.ndarray, bits: int) -> np.ndarray:
     return (c[e & ((1 << bits) - 1)] | (c[e >> bits] << 16)).astype(np.uint32)
 
 
-class CupyKVCache:
+class CupyKVCache(CodedTokens):
     """KV cache of one attention layer, TurboQuant-coded, on the GPU.
 
     Same parameters, layout and math as
@@ -154,6 +153,8 @@ class CupyKVCache:
         Tokens to reserve per sequence (grows on demand, by copying).
     """
 
+    xp = cp
+
     def __init__(
         self,
         batch: int,
@@ -168,21 +169,13 @@ class CupyKVCache:
         center_keys: bool = True,
         center_min_tokens: int = 16,
     ):
-        if batch < 1 or kv_heads < 1:
-            raise ValueError(f"batch={batch} and kv_heads={kv_heads} must be positive")
-        self.layout = lay = KVLayout(
-            head_dim, key_bits, value_bits, seed=seed, norm_correction=norm_correction
-        )
-        self.batch = int(batch)
-        self.kv_heads = int(kv_heads)
-        self.head_dim = lay.head_dim
         self.device = cp.cuda.Device()
         self._props = _device_probe(self.device.id)
-        self.center_keys = bool(center_keys)
-        self.center_min_tokens = int(center_min_tokens)
-        self.lengths = np.zeros(self.batch, dtype=np.int64)
+        super().__init__(batch, kv_heads, head_dim, key_bits, value_bits, seed=seed,
+                         norm_correction=norm_correction, capacity=capacity,
+                         center_keys=center_keys, center_min_tokens=center_min_tokens)
+        lay = self.layout
         self._lengths_d = cp.zeros(self.batch, dtype=cp.int32)
-        self.key_offset = cp.zeros((self.batch, self.kv_heads, self.head_dim), dtype=cp.float32)
         f32 = np.float32
         self._ksigns = cp.asarray(lay.key_signs, dtype=f32)
         self._vsigns = cp.asarray(lay.value_signs, dtype=f32)
@@ -192,43 +185,15 @@ class CupyKVCache:
         self._vcent = cp.asarray(lay.value_codebook.centroids, dtype=f32)
         self._klut = cp.asarray(_pair_table(lay.key_codebook.centroids, lay.key_bits))
         self._vlut = cp.asarray(_pair_table(lay.value_codebook.centroids, lay.value_bits))
-        self._alloc(self._round_cap(capacity))
         # per (batch, kv head): items finished in the running call (the merging block resets it)
         self._done = cp.zeros(self.batch * self.kv_heads, dtype=cp.int32)
         self._part = None
         self._occ = {}
 
     # storage -----------------------------------------------------------------
-    @staticmethod
-    def _round_cap(n: int) -> int:
-        return max(_CAP_ALIGN, -(-int(n) // _CAP_ALIGN) * _CAP_ALIGN)
-
-    def _alloc(self, cap: int):
-        lay, b, h = self.layout, self.batch, self.kv_heads
-        self.key_codes = cp.zeros((b, h, cap, lay.key_row_bytes), dtype=cp.uint8)
-        self.value_codes = cp.zeros((b, h, cap, lay.value_row_bytes), dtype=cp.uint8)
-        self.key_scale = cp.zeros((b, h, cap), dtype=cp.float32)
-        self.value_scale = cp.zeros((b, h, cap), dtype=cp.float32)
-
-    @property
-    def capacity(self) -> int:
-        return int(self.key_codes.shape[2])
-
-    def _grow(self, needed: int):
-        if needed <= self.capacity:
-            return
-        old = (self.key_codes, self.value_codes, self.key_scale, self.value_scale)
-        n = self.capacity
-        self._alloc(self._round_cap(max(needed, 2 * n)))
-        self.key_codes[:, :, :n] = old[0]
-        self.value_codes[:, :, :n] = old[1]
-        self.key_scale[:, :, :n] = old[2]
-        self.value_scale[:, :, :n] = old[3]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the coded tokens held (codes and norms of keys and values)."""
-        return int(self.lengths.sum()) * self.kv_heads * self.layout.bytes_per_token
+    def _capacity_for(self, tokens: int) -> int:
+        # whole token tiles (_CAP_ALIGN is at least the largest tile a kernel reads)
+        return max(_CAP_ALIGN, -(-int(tokens) // _CAP_ALIGN) * _CAP_ALIGN)
 
     def _set_lengths(self, lengths: np.ndarray):
         self.lengths = np.asarray(lengths, dtype=np.int64).copy()

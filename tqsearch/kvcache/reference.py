@@ -18,6 +18,67 @@ from .codec import KVLayout, rotate, unrotate
 __all__ = ["NumpyKVCache", "float_attention", "check_query", "check_kv"]
 
 
+class CodedTokens:
+    """What every KV cache holds: its geometry, the sequences' lengths and key
+    offsets, and the coded tokens (codes and norms of keys and values) in arrays
+    of one array module (``xp``: NumPy here, CuPy on the GPU).
+
+    Parameters are those of :class:`NumpyKVCache`; ``capacity`` goes through
+    :meth:`_capacity_for`.
+    """
+
+    xp = np
+
+    def __init__(self, batch, kv_heads, head_dim, key_bits, value_bits, *, seed,
+                 norm_correction, capacity, center_keys, center_min_tokens):
+        if batch < 1 or kv_heads < 1:
+            raise ValueError(f"batch={batch} and kv_heads={kv_heads} must be positive")
+        self.layout = KVLayout(
+            head_dim, key_bits, value_bits, seed=seed, norm_correction=norm_correction
+        )
+        self.batch = int(batch)
+        self.kv_heads = int(kv_heads)
+        self.head_dim = self.layout.head_dim
+        self.center_keys = bool(center_keys)
+        self.center_min_tokens = int(center_min_tokens)
+        self.lengths = np.zeros(self.batch, dtype=np.int64)
+        self.key_offset = self.xp.zeros((self.batch, self.kv_heads, self.head_dim),
+                                        dtype=np.float32)
+        self._alloc(self._capacity_for(max(int(capacity), 0)))
+
+    def _capacity_for(self, tokens: int) -> int:
+        """Tokens per sequence to allocate for at least ``tokens``."""
+        return tokens
+
+    def _alloc(self, capacity: int):
+        xp, lay, b, h = self.xp, self.layout, self.batch, self.kv_heads
+        self.key_codes = xp.zeros((b, h, capacity, lay.key_row_bytes), dtype=np.uint8)
+        self.value_codes = xp.zeros((b, h, capacity, lay.value_row_bytes), dtype=np.uint8)
+        self.key_scale = xp.zeros((b, h, capacity), dtype=np.float32)
+        self.value_scale = xp.zeros((b, h, capacity), dtype=np.float32)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.key_codes.shape[2])
+
+    def _grow(self, needed: int):
+        """Room for ``needed`` tokens per sequence (at least doubling), by copying."""
+        if needed <= self.capacity:
+            return
+        old = (self.key_codes, self.value_codes, self.key_scale, self.value_scale)
+        n = self.capacity
+        self._alloc(self._capacity_for(max(needed, 2 * n)))
+        self.key_codes[:, :, :n] = old[0]
+        self.value_codes[:, :, :n] = old[1]
+        self.key_scale[:, :, :n] = old[2]
+        self.value_scale[:, :, :n] = old[3]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the coded tokens held (codes and norms of keys and values)."""
+        return int(self.lengths.sum()) * self.kv_heads * self.layout.bytes_per_token
+
+
 def check_kv(keys, values, batch: int, kv_heads: int, head_dim: int):
     """Validate ``(batch, kv_heads, tokens, head_dim)`` key and value blocks; return tokens."""
     if keys.shape != values.shape:
@@ -89,7 +150,7 @@ def float_attention(q, keys, values, lengths=None, scale=None) -> np.ndarray:
     return out.reshape(b, hkv * g, d)
 
 
-class NumpyKVCache:
+class NumpyKVCache(CodedTokens):
     """KV cache of one attention layer, TurboQuant-coded, on the CPU.
 
     Parameters
@@ -136,46 +197,9 @@ class NumpyKVCache:
         center_keys: bool = True,
         center_min_tokens: int = 16,
     ):
-        if batch < 1 or kv_heads < 1:
-            raise ValueError(f"batch={batch} and kv_heads={kv_heads} must be positive")
-        self.layout = KVLayout(
-            head_dim, key_bits, value_bits, seed=seed, norm_correction=norm_correction
-        )
-        self.batch = int(batch)
-        self.kv_heads = int(kv_heads)
-        self.head_dim = self.layout.head_dim
-        self.center_keys = bool(center_keys)
-        self.center_min_tokens = int(center_min_tokens)
-        self.lengths = np.zeros(self.batch, dtype=np.int64)
-        self.key_offset = np.zeros((self.batch, self.kv_heads, self.head_dim), dtype=np.float32)
-        self._alloc(max(int(capacity), 0))
-
-    def _alloc(self, capacity: int):
-        lay, b, h = self.layout, self.batch, self.kv_heads
-        self.key_codes = np.zeros((b, h, capacity, lay.key_row_bytes), dtype=np.uint8)
-        self.value_codes = np.zeros((b, h, capacity, lay.value_row_bytes), dtype=np.uint8)
-        self.key_scale = np.zeros((b, h, capacity), dtype=np.float32)
-        self.value_scale = np.zeros((b, h, capacity), dtype=np.float32)
-
-    @property
-    def capacity(self) -> int:
-        return self.key_codes.shape[2]
-
-    def _grow(self, needed: int):
-        if needed <= self.capacity:
-            return
-        old = (self.key_codes, self.value_codes, self.key_scale, self.value_scale)
-        n = self.capacity
-        self._alloc(max(needed, 2 * n))
-        self.key_codes[:, :, :n] = old[0]
-        self.value_codes[:, :, :n] = old[1]
-        self.key_scale[:, :, :n] = old[2]
-        self.value_scale[:, :, :n] = old[3]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the coded tokens held (codes and norms of keys and values)."""
-        return int(self.lengths.sum()) * self.kv_heads * self.layout.bytes_per_token
+        super().__init__(batch, kv_heads, head_dim, key_bits, value_bits, seed=seed,
+                         norm_correction=norm_correction, capacity=capacity,
+                         center_keys=center_keys, center_min_tokens=center_min_tokens)
 
     def append(self, keys, values, n_valid=None):
         """Code and append a block of tokens to every sequence.
