@@ -657,6 +657,46 @@ def _emit_vnni_filter(builder, accs, q0, block_index, form, norms, gains, params
     return result
 
 
+def _dot_filter_signature(fname, blocked, M, weights, q0, levels, biases, norms, gains, form,
+                          params, masks, sums):
+    """Type checks and signature shared by the int8 dot-product filters."""
+    _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks, sums)
+    _check_u8_c(levels, "levels", fname)
+    for name, ty, dtype in (("weights", weights, types.int8), ("biases", biases, types.int32)):
+        if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.layout == "C"):
+            raise TypingError(f"{fname}: {name} must be a C-contiguous {dtype} array, got {ty}")
+    return types.int64(blocked, types.intp, types.intp, weights, types.intp, levels, biases,
+                       norms, gains, form, params, masks, sums)
+
+
+def _emit_dot_queries(builder, weights, levels, biases, q0, nq, dpbusd):
+    """What the int8 dot-product filters share: the codebook levels as a 64-byte
+    shuffle table, two accumulators per query starting at ``-biases[q]``, and
+    ``multiply(step, operands)``, which adds each query's four weights of
+    ``step`` times the two halves' level bytes ``operands`` into its accumulators.
+    Returns ``(table, accs, multiply)``."""
+    c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
+    table16 = builder.load(builder.bitcast(levels.data, _vec(_i8, 16).as_pointer()), align=1)
+    table = _shuffle(builder, table16, table16, [i % 16 for i in range(64)])
+    weights_base = builder.bitcast(weights.data, _i32.as_pointer())
+    words_per_query = builder.udiv(cgutils.unpack_tuple(builder, weights.shape, 2)[1], c64(4))
+    accs = []
+    for i in range(nq):
+        bias = builder.load(builder.gep(biases.data, [builder.add(q0, c64(i))]))
+        start = _splat_value(builder, builder.neg(bias), 16)
+        accs.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
+
+    def multiply(step, operands):
+        for i in range(nq):
+            at = builder.add(builder.mul(builder.add(q0, c64(i)), words_per_query), step)
+            w = _splat_value(builder, builder.load(builder.gep(weights_base, [at]), align=1), 16)
+            for h in range(2):
+                slot = accs[i][h]
+                builder.store(dpbusd(builder.load(slot), operands[h], w), slot)
+
+    return table, accs, multiply
+
+
 def make_dot_filter_intrinsic(nq):
     """Build the ``@intrinsic`` testing one block of 4-bit codes for ``nq`` queries by int8
     dot products.
@@ -686,15 +726,8 @@ def make_dot_filter_intrinsic(nq):
 
     def impl(typingctx, blocked, block_index, M, weights, q0, levels, biases, norms, gains,
              form, params, masks, sums):
-        _check_vnni_args(fname, blocked, M, q0, norms, gains, form, params, masks, sums)
-        _check_u8_c(levels, "levels", fname)
-        for name, ty, dtype in (("weights", weights, types.int8),
-                                ("biases", biases, types.int32)):
-            if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.layout == "C"):
-                raise TypingError(f"{fname}: {name} must be a C-contiguous {dtype} array, "
-                                  f"got {ty}")
-        sig = types.int64(blocked, types.intp, types.intp, weights, types.intp, levels, biases,
-                          norms, gains, form, params, masks, sums)
+        sig = _dot_filter_signature(fname, blocked, M, weights, q0, levels, biases, norms,
+                                    gains, form, params, masks, sums)
 
         def codegen(context, builder, signature, args):
             a_b, a_m, a_q0 = args[1], args[2], args[4]
@@ -704,34 +737,17 @@ def make_dot_filter_intrinsic(nq):
             permb, dpbusd = _vnni_ops(builder)
             codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
                                      [builder.mul(a_b, builder.mul(a_m, c64(16)))])
-            table16 = builder.load(builder.bitcast(arr[5].data, _vec(_i8, 16).as_pointer()),
-                                   align=1)
-            table = _shuffle(builder, table16, table16, [i % 16 for i in range(64)])
+            table, accs, multiply = _emit_dot_queries(builder, arr[3], arr[5], arr[6], a_q0, nq,
+                                                      dpbusd)
             to_vector_major = ir.Constant(_vec(_i8, 64), _TO_VECTOR_MAJOR)
-            weights_base = builder.bitcast(arr[3].data, _i32.as_pointer())
-            words_per_query = builder.udiv(
-                cgutils.unpack_tuple(builder, arr[3].shape, 2)[1], c64(4))
-            accs = []
-            for i in range(nq):
-                bias = builder.load(builder.gep(arr[6].data, [builder.add(a_q0, c64(i))]))
-                start = _splat_value(builder, builder.neg(bias), 16)
-                accs.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
 
             def add_step(step, c, valid):
                 """Dot products of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
                 sub-codes read as code 0, whose weights are zero."""
                 halves = (builder.and_(c, _splat(_i8, 64, 0x0F)),
                           builder.lshr(c, _splat(_i8, 64, 4)))
-                operands = [permb(_pshufb(builder, 64, table, nib), to_vector_major)
-                            for nib in halves]
-                for i in range(nq):
-                    q = builder.add(a_q0, c64(i))
-                    at = builder.add(builder.mul(q, words_per_query), step)
-                    w = _splat_value(builder, builder.load(builder.gep(weights_base, [at]),
-                                                           align=1), 16)
-                    for h in range(2):
-                        slot = accs[i][h]
-                        builder.store(dpbusd(builder.load(slot), operands[h], w), slot)
+                multiply(step, [permb(_pshufb(builder, 64, table, nib), to_vector_major)
+                                for nib in halves])
 
             _emit_vnni_steps(builder, codes_base, a_m, add_step)
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
@@ -772,15 +788,8 @@ def make_triplet_dot_filter_intrinsic(nq):
 
     def impl(typingctx, blocked, block_index, D4, weights, q0, levels, biases, norms, gains,
              form, params, masks, sums):
-        _check_vnni_args(fname, blocked, D4, q0, norms, gains, form, params, masks, sums)
-        _check_u8_c(levels, "levels", fname)
-        for name, ty, dtype in (("weights", weights, types.int8),
-                                ("biases", biases, types.int32)):
-            if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.layout == "C"):
-                raise TypingError(f"{fname}: {name} must be a C-contiguous {dtype} array, "
-                                  f"got {ty}")
-        sig = types.int64(blocked, types.intp, types.intp, weights, types.intp, levels, biases,
-                          norms, gains, form, params, masks, sums)
+        sig = _dot_filter_signature(fname, blocked, D4, weights, q0, levels, biases, norms,
+                                    gains, form, params, masks, sums)
 
         def codegen(context, builder, signature, args):
             a_b, a_d4, a_q0 = args[1], args[2], args[4]
@@ -795,20 +804,11 @@ def make_triplet_dot_filter_intrinsic(nq):
             steps = builder.udiv(a_d4, c64(4))
             codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
                                      [builder.mul(a_b, builder.mul(steps, c64(48)))])
-            table16 = builder.load(builder.bitcast(arr[5].data, _vec(_i8, 16).as_pointer()),
-                                   align=1)
-            table = _shuffle(builder, table16, table16, [i % 16 for i in range(64)])
+            table, accs, multiply = _emit_dot_queries(builder, arr[3], arr[5], arr[6], a_q0, nq,
+                                                      dpbusd)
             spread = [ir.Constant(v64i8, idx) for idx in _TRIPLET_BYTES]
             shifts = ir.Constant(v64i8, _TRIPLET_SHIFTS)
             seven = _splat(_i8, 64, 7)
-            weights_base = builder.bitcast(arr[3].data, _i32.as_pointer())
-            words_per_query = builder.udiv(
-                cgutils.unpack_tuple(builder, arr[3].shape, 2)[1], c64(4))
-            accs = []
-            for i in range(nq):
-                bias = builder.load(builder.gep(arr[6].data, [builder.add(a_q0, c64(i))]))
-                start = _splat_value(builder, builder.neg(bias), 16)
-                accs.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
 
             with cgutils.for_range(builder, steps, intp=_i64) as loop:
                 step = loop.index
@@ -819,14 +819,7 @@ def make_triplet_dot_filter_intrinsic(nq):
                 for h in range(2):
                     fields = builder.call(multishift, [shifts, permb(data, spread[h])])
                     operands.append(_pshufb(builder, 64, table, builder.and_(fields, seven)))
-                for i in range(nq):
-                    q = builder.add(a_q0, c64(i))
-                    at = builder.add(builder.mul(q, words_per_query), step)
-                    w = _splat_value(builder, builder.load(builder.gep(weights_base, [at]),
-                                                           align=1), 16)
-                    for h in range(2):
-                        slot = accs[i][h]
-                        builder.store(dpbusd(builder.load(slot), operands[h], w), slot)
+                multiply(step, operands)
 
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
                                      arr[10], arr[11], arr[12])
