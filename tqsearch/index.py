@@ -437,13 +437,10 @@ class TurboQuantIndex:
                 or any(a is not b for a, b in zip(cached[1], key, strict=True))):
             norms, gains = store.field("norms"), store.field("gains")
             coords, books = codec.tables
-            centroids = codec.centroids
-            if store.layout == "triplets":  # the int8 engine's tables have 16 entries
-                centroids = np.concatenate([centroids, np.zeros(8, dtype=np.float32)])
             inputs = (
                 (*filter_fields(norms, gains, store.n, codec.mode, codec.distance_form),
                  norms, gains),
-                (centroids, codec.index_bits, coords, books, codec.mode,
+                (codec.centroids, codec.index_bits, coords, books, codec.mode,
                  codec.distance_form),
                 (tile_blocks_for(store.codes),
                  scan_engine(codec.index_bits, books)),

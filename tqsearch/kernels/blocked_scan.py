@@ -424,8 +424,11 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     masks = np.empty(n_queries, dtype=np.int64)
     levels = np.zeros(16, dtype=np.uint8)
     level_scale = 1.0
+    # the int8 engines read a 16-entry codebook: 3-bit codes leave the upper 8 at zero
+    book16 = np.zeros(16, dtype=np.float32)
     if dot:
-        levels, level_scale = dot_levels(centroids)
+        book16[: centroids.shape[0]] = centroids
+        levels, level_scale = dot_levels(book16)
     # 64-byte lookups add in 32 bits: tables may use all of 0 .. 255
     table_group = 1 if engine == ENGINE_PERM else TABLE_GROUP
     # Long codes: rows that pass are held and only those that can still be among
@@ -444,7 +447,7 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
         if g < held:
             heap_init(lb_s[g], lb_i[g])
         if dot:
-            prepare_dot(y[q0 + g], centroids, levels, level_scale, luts, weights, biases, g,
+            prepare_dot(y[q0 + g], book16, levels, level_scale, luts, weights, biases, g,
                         params, bounds)
         else:
             groups[g] = _prepare(y[q0 + g], centroids, bits, coords, books, luts, luts_u8, g,
