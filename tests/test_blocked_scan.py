@@ -218,3 +218,55 @@ def assert_same_up_to_near_ties(got, ref):
         assert set(g[differ]) == set(r[differ])
         for i in differ:  # only swapped among near-equal scores
             assert np.isclose(s, s[i], rtol=1e-5, atol=1e-5).sum() > 1
+
+
+def _table_sums_in_order(lut, nibbles):
+    """NumPy float32 sums in row_table_sum's order: partial sums over m % 4, the
+    last M % 4 sub-codes into the first, then (a0 + a1) + (a2 + a3)."""
+    M = nibbles.shape[1]
+    full = 4 * (M // 4)
+    values = lut[np.arange(M)[None, :], nibbles]  # (n, M) float32
+    parts = np.zeros((4, len(nibbles)), dtype=np.float32)
+    for m in range(M):
+        t = m % 4 if m < full else 0
+        parts[t] = parts[t] + values[:, m]
+    return (parts[0] + parts[1]) + (parts[2] + parts[3])
+
+
+@pytest.mark.parametrize("M", [1, 3, 4, 7, 96])
+def test_exact_re_scores_add_in_one_order(M):
+    # Every exact re-score, row by row or a block at a time (AVX-512), from stored
+    # tables or from query x codebook products, is the same float32 number.
+    from numba import njit
+
+    from tqsearch.kernels import fastscan, simd
+    from tqsearch.kernels.blocked_scan import row_table_sum
+    from tqsearch.kernels.scan import build_field_lut
+
+    rng = np.random.default_rng(M)
+    nibbles = rng.integers(0, 16, (70, M)).astype(np.uint8)
+    blocked = fastscan.pack_blocked(nibbles)
+    y = rng.standard_normal((2, M)).astype(np.float32)
+    centroids = rng.standard_normal(16).astype(np.float32)
+    luts = np.empty((2, M, 16), dtype=np.float32)
+    for q in range(2):
+        build_field_lut(y[q], centroids, 4, luts[q])
+    want = _table_sums_in_order(luts[1], nibbles)
+    rows = np.array([row_table_sum(blocked, M, v, luts[1]) for v in range(70)])
+    np.testing.assert_array_equal(rows, want)
+    if not fastscan.BLOCK_SUMS_AVAILABLE:
+        return
+
+    @njit
+    def by_block(blocked, M, luts, y, centroids):
+        n = blocked.shape[0]
+        tables = np.empty((n, 32), dtype=np.float32)
+        products = np.empty((n, 32), dtype=np.float32)
+        for b in range(n):
+            simd.block_float_sums(blocked, b, M, luts, 1, tables[b])
+            simd.block_product_sums(blocked, b, M, y, 1, centroids, products[b])
+        return tables, products
+
+    tables, products = by_block(blocked, M, luts, y, centroids)
+    np.testing.assert_array_equal(tables.ravel()[:70], want)
+    np.testing.assert_array_equal(products.ravel()[:70], want)

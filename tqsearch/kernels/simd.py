@@ -919,6 +919,116 @@ def make_perm_filter_intrinsic(nq):
     return intrinsic(impl)
 
 
+def make_block_float_sums_intrinsic(products=False):
+    """Build the ``@intrinsic`` summing one query's float table over a block of 4-bit codes.
+
+    The returned intrinsic has the Numba signature::
+
+        f(blocked, block_index, M, tables, q, out) -> none             # products=False
+        f(blocked, block_index, M, y, q, centroids, out) -> none       # products=True
+
+    ``blocked`` holds 4-bit codes in the fast-scan layout; ``tables`` is C-contiguous
+    float32 (nq_total, M, 16); ``out`` is C-contiguous float32 with at least 32
+    elements and gets, in row order, each vector's ``sum_m tables[q, m, code_m]``.
+    With ``products``, the table is not stored but formed on the fly as
+    ``tables[q, m, e] = y[q, m] * centroids[e]`` (``y`` C-contiguous float32
+    (nq_total, >= M), ``centroids`` 16 float32): the same float32 products, so the
+    same sums. The 32 rows are summed together: per sub-code, 16 table entries
+    are looked up for both nibbles of 16 bytes (``vpermps``). The additions follow
+    exactly the order of :func:`tqsearch.kernels.blocked_scan.row_table_sum`
+    (partial sums over ``m % 4``, the last ``M % 4`` sub-codes into the first,
+    then ``(a0 + a1) + (a2 + a3)``), so both give the same float32 result. A row's
+    bytes are spread over the whole block, so scoring all 32 reads no more memory
+    than scoring one. Nothing is bounds-checked: callers check.
+    """
+    fname = "block_product_sums" if products else "block_float_sums"
+
+    def typed(blocked, block_index, M, tables, q, rest):
+        if not width_supported(64):
+            raise TypingError(f"{fname}: the compile target lacks {', '.join(_REQUIRES[64])}")
+        _check_u8_c(blocked, "blocked", fname)
+        _check_f32_c(tables, "y" if products else "tables", fname)
+        if tables.ndim != (2 if products else 3):
+            raise TypingError(f"{fname}: {'y' if products else 'tables'} must have "
+                              f"{2 if products else 3} dimensions, got {tables}")
+        for name, ty in zip(("centroids", "out") if products else ("out",), rest, strict=True):
+            _check_f32_c(ty, name, fname)
+        for name, ty in (("block_index", block_index), ("M", M), ("q", q)):
+            if not isinstance(ty, types.Integer):
+                raise TypingError(f"{fname}: {name} must be an integer, got {ty}")
+        return types.none(blocked, types.intp, types.intp, tables, types.intp, *rest)
+
+    def codegen(context, builder, signature, args):
+        a_b, a_m, a_q = args[1], args[2], args[4]
+        arr = {i: context.make_array(signature.args[i])(context, builder, args[i])
+               for i in range(len(args)) if i not in (1, 2, 4)}
+        out = arr[len(args) - 1]
+        c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
+        f32 = ir.FloatType()
+        v16f, v16i = _vec(f32, 16), _vec(_i32, 16)
+        permps = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(v16f, [v16f, v16i]),
+            "llvm.x86.avx512.permvar.sf.512")
+        codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
+                                 [builder.mul(a_b, builder.mul(a_m, c64(16)))])
+        base = builder.bitcast(arr[3].data, f32.as_pointer())
+        if products:
+            row_len = cgutils.unpack_tuple(builder, arr[3].shape, 2)[1]
+            y_base = builder.gep(base, [builder.mul(a_q, row_len)])
+            centroids = builder.load(builder.bitcast(arr[5].data, v16f.as_pointer()),
+                                     align=4)
+        else:
+            lut_base = builder.gep(base, [builder.mul(a_q, builder.mul(a_m, c64(16)))])
+        zero = ir.Constant(v16f, [0.0] * 16)
+        accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
+                for _ in range(4)]
+
+        def add(m, part):
+            """Add sub-code ``m``'s lookups into partial sums ``part``."""
+            c = builder.zext(_load_bytes(builder, codes_base, builder.mul(m, c64(16)), 16),
+                             v16i)
+            if products:
+                table = centroids
+                weight = _splat_value(builder, builder.load(builder.gep(y_base, [m])), 16)
+            else:
+                table = builder.load(builder.bitcast(
+                    builder.gep(lut_base, [builder.mul(m, c64(16))]), v16f.as_pointer()),
+                    align=4)
+            for h, nib in enumerate((builder.and_(c, _splat(_i32, 16, 15)),
+                                     builder.lshr(c, _splat(_i32, 16, 4)))):
+                value = builder.call(permps, [table, nib])
+                if products:
+                    value = builder.fmul(weight, value)
+                slot = accs[part][h]
+                builder.store(builder.fadd(builder.load(slot), value), slot)
+
+        full = builder.udiv(a_m, c64(4))
+        with cgutils.for_range(builder, full, intp=_i64) as step:
+            for t in range(4):
+                add(builder.add(builder.mul(step.index, c64(4)), c64(t)), t)
+        with cgutils.for_range(builder, builder.urem(a_m, c64(4)), intp=_i64) as tail:
+            add(builder.add(builder.mul(full, c64(4)), tail.index), 0)
+        halves = []
+        for h in range(2):
+            a = [builder.load(accs[t][h]) for t in range(4)]
+            halves.append(builder.fadd(builder.fadd(a[0], a[1]), builder.fadd(a[2], a[3])))
+        # lane p of half h holds row r with p = 2 (r % 8) + (r % 16) // 8, h = r // 16
+        sums = _shuffle(builder, halves[0], halves[1], _LANE_OF_ROW)
+        builder.store(sums, builder.bitcast(out.data, _vec(f32, BLOCK).as_pointer()),
+                      align=4)
+        return context.get_dummy_value()
+
+    if products:
+        def impl(typingctx, blocked, block_index, M, y, q, centroids, out):
+            return typed(blocked, block_index, M, y, q, (centroids, out)), codegen
+    else:
+        def impl(typingctx, blocked, block_index, M, tables, q, out):
+            return typed(blocked, block_index, M, tables, q, (out,)), codegen
+
+    impl.__name__ = fname
+    return intrinsic(impl)
+
+
 #: Eight queries per pass over a block (batches), and one (single queries, leftovers).
 block_dot_filter_q8 = make_dot_filter_intrinsic(8)
 block_dot_filter_q1 = make_dot_filter_intrinsic(1)
@@ -926,6 +1036,10 @@ block_perm_filter_q8 = make_perm_filter_intrinsic(8)
 block_perm_filter_q1 = make_perm_filter_intrinsic(1)
 block_triplet_dot_filter_q8 = make_triplet_dot_filter_intrinsic(8)
 block_triplet_dot_filter_q1 = make_triplet_dot_filter_intrinsic(1)
+#: A query's exact float table sums of a whole block (re-scoring).
+block_float_sums = make_block_float_sums_intrinsic()
+#: The same from the query and the codebook, for tables that are their products.
+block_product_sums = make_block_float_sums_intrinsic(products=True)
 
 
 # One intrinsic per (width, group); ``group`` steps are added as bytes before widening.
