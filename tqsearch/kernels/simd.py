@@ -600,20 +600,36 @@ def _vnni_ops(builder):
                                                       builder.bitcast(s8, v16i32)]))
 
 
-def _emit_vnni_steps(builder, codes_base, M, add_step, add_one=None):
-    """Call ``add_step(step, codes, valid)`` for each 64-byte step of a block.
+def _emit_steps(builder, steps, add_step, chains):
+    """Call ``add_step(step, chain)`` for ``step`` in ``0 .. steps - 1``, steps taken
+    ``chains`` (1 or 2) at a time with ``chain = step % chains``: with two, a
+    query's sums form two independent chains of additions, which a single query
+    needs to keep the multipliers busy (a ``vpdpbusd`` waits for the last one)."""
+    c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
+    rounds = builder.udiv(steps, c64(chains))
+    with cgutils.for_range(builder, rounds, intp=_i64) as loop:
+        for chain in range(chains):
+            add_step(builder.add(builder.mul(loop.index, c64(chains)), c64(chain)), chain)
+    if chains == 2:
+        with builder.if_then(builder.icmp_unsigned("!=", builder.urem(steps, c64(2)), c64(0))):
+            add_step(builder.sub(steps, c64(1)), 0)
 
-    Full steps first, then the last ``M % 4`` sub-codes as one step whose load
-    is masked to its ``valid = 16 * (M % 4)`` bytes (the rest read as zero, and
-    nothing past the block is touched); ``valid`` is None for full steps. With
-    ``add_one``, a last step of a single sub-code goes to ``add_one(step, codes)``
-    instead, ``codes`` its 16 bytes.
+
+def _emit_vnni_steps(builder, codes_base, M, add_step, add_one=None, chains=1):
+    """Call ``add_step(step, codes, valid, chain)`` for each 64-byte step of a block.
+
+    Full steps first (in ``chains`` alternating chains, see :func:`_emit_steps`),
+    then the last ``M % 4`` sub-codes as one step (chain 0) whose load is masked
+    to its ``valid = 16 * (M % 4)`` bytes (the rest read as zero, and nothing past
+    the block is touched); ``valid`` is None for full steps. With ``add_one``, a
+    last step of a single sub-code goes to ``add_one(step, codes)`` instead,
+    ``codes`` its 16 bytes.
     """
     c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
     full = builder.udiv(M, c64(4))
-    with cgutils.for_range(builder, full, intp=_i64) as step:
-        add_step(step.index, _load_bytes(builder, codes_base, builder.mul(step.index, c64(64)),
-                                         64), None)
+    _emit_steps(builder, full, lambda step, chain: add_step(
+        step, _load_bytes(builder, codes_base, builder.mul(step, c64(64)), 64), None, chain),
+        chains)
     rest = builder.urem(M, c64(4))
     at = builder.mul(full, c64(64))
     # one branch per length of the last step: its mask is a constant (a mask
@@ -624,7 +640,7 @@ def _emit_vnni_steps(builder, codes_base, M, add_step, add_one=None):
                 add_one(full, _load_bytes(builder, codes_base, at, 16))
             else:
                 add_step(full, _load_bytes_masked(builder, codes_base, at, 64, c64(16 * r)),
-                         c64(16 * r))
+                         c64(16 * r), 0)
 
 
 def _emit_vnni_filter(builder, accs, q0, block_index, form, norms, gains, params, masks, sums_out):
@@ -669,32 +685,47 @@ def _dot_filter_signature(fname, blocked, M, weights, q0, levels, biases, norms,
                        norms, gains, form, params, masks, sums)
 
 
-def _emit_dot_queries(builder, weights, levels, biases, q0, nq, dpbusd):
+def _emit_dot_queries(builder, weights, levels, biases, q0, nq, dpbusd, chains=1):
     """What the int8 dot-product filters share: the codebook levels as a 64-byte
-    shuffle table, two accumulators per query starting at ``-biases[q]``, and
-    ``multiply(step, operands)``, which adds each query's four weights of
-    ``step`` times the two halves' level bytes ``operands`` into its accumulators.
-    Returns ``(table, accs, multiply)``."""
+    shuffle table, two accumulators per query and chain (the first chain's
+    starting at ``-biases[q]``, the others' at zero), ``multiply(step, operands,
+    chain)``, which adds each query's four weights of ``step`` times the two
+    halves' level bytes ``operands`` into its accumulators of ``chain``, and
+    ``merge()``, which adds every chain into the first. Returns ``(table, accs,
+    multiply, merge)``; ``accs[q]`` are query ``q``'s first-chain accumulators."""
     c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
     table16 = builder.load(builder.bitcast(levels.data, _vec(_i8, 16).as_pointer()), align=1)
     table = _shuffle(builder, table16, table16, [i % 16 for i in range(64)])
     weights_base = builder.bitcast(weights.data, _i32.as_pointer())
     words_per_query = builder.udiv(cgutils.unpack_tuple(builder, weights.shape, 2)[1], c64(4))
-    accs = []
-    for i in range(nq):
-        bias = builder.load(builder.gep(biases.data, [builder.add(q0, c64(i))]))
-        start = _splat_value(builder, builder.neg(bias), 16)
-        accs.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
+    zero = ir.Constant(_vec(_i32, 16), [0] * 16)
+    chain_accs = []  # [chain][query] -> (low, high)
+    for chain in range(chains):
+        per_query = []
+        for i in range(nq):
+            start = zero
+            if chain == 0:
+                bias = builder.load(builder.gep(biases.data, [builder.add(q0, c64(i))]))
+                start = _splat_value(builder, builder.neg(bias), 16)
+            per_query.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
+        chain_accs.append(per_query)
 
-    def multiply(step, operands):
+    def multiply(step, operands, chain=0):
         for i in range(nq):
             at = builder.add(builder.mul(builder.add(q0, c64(i)), words_per_query), step)
             w = _splat_value(builder, builder.load(builder.gep(weights_base, [at]), align=1), 16)
             for h in range(2):
-                slot = accs[i][h]
+                slot = chain_accs[chain][i][h]
                 builder.store(dpbusd(builder.load(slot), operands[h], w), slot)
 
-    return table, accs, multiply
+    def merge():
+        for other in chain_accs[1:]:
+            for first, extra in zip(chain_accs[0], other, strict=True):
+                for h in range(2):
+                    builder.store(builder.add(builder.load(first[h]), builder.load(extra[h])),
+                                  first[h])
+
+    return table, chain_accs[0], multiply, merge
 
 
 def make_dot_filter_intrinsic(nq):
@@ -723,6 +754,7 @@ def make_dot_filter_intrinsic(nq):
     Nothing is bounds-checked: callers check.
     """
     fname = f"block_dot_filter_q{nq}"
+    chains = 2 if nq == 1 else 1  # eight queries give the multipliers chains enough
 
     def impl(typingctx, blocked, block_index, M, weights, q0, levels, biases, norms, gains,
              form, params, masks, sums):
@@ -737,19 +769,20 @@ def make_dot_filter_intrinsic(nq):
             permb, dpbusd = _vnni_ops(builder)
             codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
                                      [builder.mul(a_b, builder.mul(a_m, c64(16)))])
-            table, accs, multiply = _emit_dot_queries(builder, arr[3], arr[5], arr[6], a_q0, nq,
-                                                      dpbusd)
+            table, accs, multiply, merge = _emit_dot_queries(
+                builder, arr[3], arr[5], arr[6], a_q0, nq, dpbusd, chains)
             to_vector_major = ir.Constant(_vec(_i8, 64), _TO_VECTOR_MAJOR)
 
-            def add_step(step, c, valid):
+            def add_step(step, c, valid, chain):
                 """Dot products of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
                 sub-codes read as code 0, whose weights are zero."""
+                c = permb(c, to_vector_major)  # one regrouping serves both nibbles
                 halves = (builder.and_(c, _splat(_i8, 64, 0x0F)),
                           builder.lshr(c, _splat(_i8, 64, 4)))
-                multiply(step, [permb(_pshufb(builder, 64, table, nib), to_vector_major)
-                                for nib in halves])
+                multiply(step, [_pshufb(builder, 64, table, nib) for nib in halves], chain)
 
-            _emit_vnni_steps(builder, codes_base, a_m, add_step)
+            _emit_vnni_steps(builder, codes_base, a_m, add_step, chains=chains)
+            merge()
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
                                      arr[10], arr[11], arr[12])
 
@@ -785,6 +818,7 @@ def make_triplet_dot_filter_intrinsic(nq):
     Nothing is bounds-checked: callers check.
     """
     fname = f"block_triplet_dot_filter_q{nq}"
+    chains = 2 if nq == 1 else 1
 
     def impl(typingctx, blocked, block_index, D4, weights, q0, levels, biases, norms, gains,
              form, params, masks, sums):
@@ -804,14 +838,13 @@ def make_triplet_dot_filter_intrinsic(nq):
             steps = builder.udiv(a_d4, c64(4))
             codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
                                      [builder.mul(a_b, builder.mul(steps, c64(48)))])
-            table, accs, multiply = _emit_dot_queries(builder, arr[3], arr[5], arr[6], a_q0, nq,
-                                                      dpbusd)
+            table, accs, multiply, merge = _emit_dot_queries(
+                builder, arr[3], arr[5], arr[6], a_q0, nq, dpbusd, chains)
             spread = [ir.Constant(v64i8, idx) for idx in _TRIPLET_BYTES]
             shifts = ir.Constant(v64i8, _TRIPLET_SHIFTS)
             seven = _splat(_i8, 64, 7)
 
-            with cgutils.for_range(builder, steps, intp=_i64) as loop:
-                step = loop.index
+            def add_step(step, chain):
                 # 48 bytes: the masked load reads nothing past the block
                 data = _load_bytes_masked(builder, codes_base, builder.mul(step, c64(48)), 64,
                                           c64(48))
@@ -819,8 +852,10 @@ def make_triplet_dot_filter_intrinsic(nq):
                 for h in range(2):
                     fields = builder.call(multishift, [shifts, permb(data, spread[h])])
                     operands.append(_pshufb(builder, 64, table, builder.and_(fields, seven)))
-                multiply(step, operands)
+                multiply(step, operands, chain)
 
+            _emit_steps(builder, steps, add_step, chains)
+            merge()
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
                                      arr[10], arr[11], arr[12])
 
@@ -879,7 +914,7 @@ def make_perm_filter_intrinsic(nq):
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
                     for _ in range(nq)]
 
-            def add_step(step, c, valid):
+            def add_step(step, c, valid, chain=0):
                 """Table sums of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
                 sub-codes read table bytes loaded as zero."""
                 c = permb(c, to_vector_major)
