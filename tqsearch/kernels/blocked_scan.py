@@ -50,7 +50,6 @@ from .books import book_lut
 from .dotscan import DOT_AVAILABLE, QUERIES_PER_PASS, dot_levels, prepare_dot
 from .fastscan import (
     BLOCK,
-    BLOCK_SUMS_AVAILABLE,
     lut_group,
     quantize_lut,
     scan_block_filter,
@@ -60,10 +59,8 @@ from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, 
 from .simd import (
     block_dot_filter_q1,
     block_dot_filter_q8,
-    block_float_sums,
     block_perm_filter_q1,
     block_perm_filter_q8,
-    block_product_sums,
     block_triplet_dot_filter_q1,
     block_triplet_dot_filter_q8,
 )
@@ -145,27 +142,17 @@ def filter_fields(norms, gains, n, mode, distance_form):
     return filter_norms, filter_gains, form, fc_max
 
 
-#: How a batch's blocks are scored (:func:`scan_engine`): byte shuffles with
-#: 16-bit sums, two queries per pass (any SIMD variant); 64-byte table lookups
-#: summed by byte dot products, eight queries per pass; int8 dot products of
-#: 4-bit codes with the quantized query, eight queries per pass; the same for
-#: 3-bit codes in the layout of :mod:`.triplets`.
-ENGINE_SHUFFLE, ENGINE_PERM, ENGINE_DOT, ENGINE_DOT3 = 0, 1, 2, 3
-
-
-# Not inlined, and without fast-math: the sum's order of additions is fixed.
+# Not inlined, and without fast-math: the sum's order of additions is fixed, so every
+# caller (serial or threaded, any batch size) gets the same float32 result.
 @njit(cache=True)
-def row_table_sum(blocked, M, v, lut):
-    """Float table sum ``sum_m lut[m, code_m(v)]`` of vector ``v`` in the blocked layout.
-
-    Four interleaved partial sums over ``m % 4`` (independent adds, not one chain
-    of ``M`` dependent ones), the last ``M % 4`` sub-codes added to the first, then
-    ``(a0 + a1) + (a2 + a3)``: the order :func:`.simd.block_float_sums` follows too.
-    """
+def _nibble_sum(blocked, M, v, luts, q):
+    """Float table sum of vector ``v`` as four interleaved partial sums: independent
+    adds, not one chain of ``M`` dependent ones."""
     r = v & (BLOCK - 1)
     p = 2 * (r & 7) + ((r >> 3) & 1)  # as in nibble_at
     shift = 4 * (r >> 4)
     row = blocked[v // BLOCK]
+    lut = luts[q]
     a0 = a1 = a2 = a3 = np.float32(0.0)
     m = 0
     while m + 4 <= M:
@@ -181,46 +168,12 @@ def row_table_sum(blocked, M, v, lut):
 
 
 @njit(inline="always")
-def exact_tables(luts, y, centroids):
-    """What :func:`_exact_sum` reads: the float tables ``luts`` (nq, M, 16) or, for
-    4-bit TurboQuant codes, the rotated queries ``y`` (nq, M) and their codebook
-    ``centroids`` (16,) whose products they are; and each query's last scored block
-    with its 32 sums (none yet)."""
-    n = max(luts.shape[0], y.shape[0])
-    return (luts, y, centroids, np.empty((n, BLOCK), dtype=np.float32),
-            np.full(n, -1, dtype=np.int64))
-
-
-if BLOCK_SUMS_AVAILABLE:
-
-    @njit(inline="always")
-    def _exact_sum(engine, blocked, M, v, tables, q):
-        """Float table sum of vector ``v``'s ``M`` codes for query ``q``, in a fixed
-        order: from the 3-bit layout of :mod:`.triplets` when the engine scans it,
-        else from the sums of ``v``'s whole block (kept: the rows that pass are
-        often neighbours), which cost about as much as one row's."""
-        luts, y, centroids, sums, block_of = tables
-        if engine == ENGINE_DOT3:
-            return triplets.exact_sum(blocked, M, v, luts, q)
-        b = v // BLOCK
-        if block_of[q] != b:
-            if engine == ENGINE_DOT:
-                block_product_sums(blocked, b, M, y, q, centroids, sums[q])
-            else:
-                block_float_sums(blocked, b, M, luts, q, sums[q])
-            block_of[q] = b
-        return sums[q, v & (BLOCK - 1)]
-
-else:
-
-    @njit(inline="always")
-    def _exact_sum(engine, blocked, M, v, tables, q):
-        """Float table sum of vector ``v``'s ``M`` codes for query ``q``, in a fixed
-        order, row by row (no 64-byte float permutes on this CPU)."""
-        luts = tables[0]
-        if engine == ENGINE_DOT3:
-            return triplets.exact_sum(blocked, M, v, luts, q)
-        return row_table_sum(blocked, M, v, luts[q])
+def _exact_sum(engine, blocked, M, v, luts, q):
+    """Float table sum of vector ``v``'s ``M`` codes, in a fixed order: from nibbles,
+    or from the 3-bit layout of :mod:`.triplets` when the engine scans it."""
+    if engine == ENGINE_DOT3:
+        return triplets.exact_sum(blocked, M, v, luts, q)
+    return _nibble_sum(blocked, M, v, luts, q)
 
 
 @njit(inline="always")
@@ -272,7 +225,7 @@ def _range_mask(base, start, stop):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _take(engine, blocked, M, base, mask, tables, q, norms, gains, mode, distance_form, fc_max,
+def _take(engine, blocked, M, base, mask, luts, q, norms, gains, mode, distance_form, fc_max,
           params, heap_s, heap_i):
     """Re-score the rows of ``mask`` exactly and push those above the threshold."""
     zero = np.float32(0.0)
@@ -280,7 +233,7 @@ def _take(engine, blocked, M, base, mask, tables, q, norms, gains, mode, distanc
     for r in range(BLOCK):
         if (mask >> r) & 1:
             v = base + r
-            exact = _exact_sum(engine, blocked, M, v, tables, q)
+            exact = _exact_sum(engine, blocked, M, v, luts, q)
             s = combine(exact, zero, v, mode, zero, norms, gains, distance_form)
             if s > threshold:
                 heap_push(heap_s, heap_i, s, v)
@@ -296,7 +249,7 @@ def _raised(score, fc_max):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _defer(engine, base, mask, q, pending, blocked, M, tables, norms, gains, mode, distance_form,
+def _defer(engine, base, mask, q, pending, blocked, M, luts, norms, gains, mode, distance_form,
            fc_max, params, heap_s, heap_i):
     """Bound the rows of ``mask`` from both sides by their integer sums and keep them.
 
@@ -320,7 +273,7 @@ def _defer(engine, base, mask, q, pending, blocked, M, tables, norms, gains, mod
             if lb > lb_s[q, 0]:
                 heap_push(lb_s[q], lb_i[q], lb, v)
             if count[q] == rows.shape[1]:
-                _resolve(engine, q, pending, blocked, M, tables, norms, gains, mode, distance_form,
+                _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_form,
                          heap_s, heap_i)
             n = count[q]
             rows[q, n] = v
@@ -331,7 +284,7 @@ def _defer(engine, base, mask, q, pending, blocked, M, tables, norms, gains, mod
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _resolve(engine, q, pending, blocked, M, tables, norms, gains, mode, distance_form, heap_s,
+def _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_form, heap_s,
              heap_i):
     """Re-score exactly, in the order they were held, the rows of query ``q`` whose
     upper bound reaches both thresholds (lower bounds', exact scores'), and
@@ -341,13 +294,19 @@ def _resolve(engine, q, pending, blocked, M, tables, norms, gains, mode, distanc
     for i in range(count[q]):
         if upper[q, i] >= max(lb_s[q, 0], heap_s[0]):
             v = rows[q, i]
-            s = combine(_exact_sum(engine, blocked, M, v, tables, q), zero, v, mode, zero, norms,
+            s = combine(_exact_sum(engine, blocked, M, v, luts, q), zero, v, mode, zero, norms,
                         gains, distance_form)
             if s > heap_s[0]:
                 heap_push(heap_s, heap_i, s, v)
     count[q] = 0
 
 
+#: How a batch's blocks are scored (:func:`scan_engine`): byte shuffles with
+#: 16-bit sums, two queries per pass (any SIMD variant); 64-byte table lookups
+#: summed by byte dot products, eight queries per pass; int8 dot products of
+#: 4-bit codes with the quantized query, eight queries per pass; the same for
+#: 3-bit codes in the layout of :mod:`.triplets`.
+ENGINE_SHUFFLE, ENGINE_PERM, ENGINE_DOT, ENGINE_DOT3 = 0, 1, 2, 3
 
 
 if DOT_AVAILABLE:
@@ -355,7 +314,7 @@ if DOT_AVAILABLE:
     @njit(inline="always", fastmath=FASTMATH)
     def _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o, width, levels,
                    biases, filter_norms, filter_gains, form, params, masks, defer, pending,
-                   tables, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0, c):
+                   luts, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0, c):
         """Queries ``o .. o + width - 1`` (width 8 or 1) of a group against blocks
         ``t0 .. t1 - 1``, by ``ENGINE_DOT`` or ``ENGINE_PERM``; the rows that pass
         are re-scored, or with ``defer`` held for re-scoring (:func:`_defer`)."""
@@ -394,11 +353,11 @@ if DOT_AVAILABLE:
                 if mask == 0:
                     continue
                 if defer:
-                    _defer(engine, base, mask, g, pending, blocked, M, tables, norms, gains, mode,
+                    _defer(engine, base, mask, g, pending, blocked, M, luts, norms, gains, mode,
                            distance_form, fc_max, params, out_score[q0 + g, c],
                            out_label[q0 + g, c])
                 else:
-                    _take(engine, blocked, M, base, mask, tables, g, norms, gains, mode,
+                    _take(engine, blocked, M, base, mask, luts, g, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g, c],
                           out_label[q0 + g, c])
 
@@ -452,17 +411,14 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     M = y.shape[1] if engine == ENGINE_DOT3 else blocked.shape[1] // 16
     k = out_score.shape[2]
     form = (form[0], form[1], form[2], form[3])  # scalars for the filter
+    luts = np.empty((n_queries, M, 16), dtype=np.float32)
+    luts_u8 = np.empty((n_queries, M, 16), dtype=np.uint8)
+    params = np.empty(3 * n_queries, dtype=np.float32)
+    groups = np.empty(n_queries, dtype=np.int64)
     vnni = engine != ENGINE_SHUFFLE
     octets = (n_queries // QUERIES_PER_PASS) * QUERIES_PER_PASS if vnni else 0
     singles = n_queries if vnni else 0  # the rest of the octets go one at a time
     dot = engine == ENGINE_DOT or engine == ENGINE_DOT3
-    # 4-bit TurboQuant tables are products of query and codebook: no need to store them
-    products = engine == ENGINE_DOT
-    luts = np.empty((0 if products else n_queries, M, 16), dtype=np.float32)
-    luts_u8 = np.empty((0 if dot else n_queries, M, 16), dtype=np.uint8)
-    y_padded = np.zeros((n_queries if products else 0, M), dtype=np.float32)
-    params = np.empty(3 * n_queries, dtype=np.float32)
-    groups = np.empty(n_queries, dtype=np.int64)
     weights = np.zeros((n_queries if dot else 0, -(-M // 4) * 4), dtype=np.int8)
     biases = np.empty(n_queries, dtype=np.int32)
     masks = np.empty(n_queries, dtype=np.int64)
@@ -473,7 +429,6 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     if dot:
         book16[: centroids.shape[0]] = centroids
         levels, level_scale = dot_levels(book16)
-    tables = exact_tables(luts, y_padded, book16)
     # 64-byte lookups add in 32 bits: tables may use all of 0 .. 255
     table_group = 1 if engine == ENGINE_PERM else TABLE_GROUP
     # Long codes: rows that pass are held and only those that can still be among
@@ -494,8 +449,6 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
         if dot:
             prepare_dot(y[q0 + g], book16, levels, level_scale, luts, weights, biases, g,
                         params, bounds)
-            if products:
-                y_padded[g, : y.shape[1]] = y[q0 + g]
         else:
             groups[g] = _prepare(y[q0 + g], centroids, bits, coords, books, luts, luts_u8, g,
                                  params, bounds, table_group)
@@ -506,12 +459,12 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
         for o in range(0, octets, QUERIES_PER_PASS):
             _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o,
                        QUERIES_PER_PASS, levels, biases, filter_norms, filter_gains, form, params,
-                       masks, defer, pending, tables, norms, gains, mode, distance_form, fc_max,
+                       masks, defer, pending, luts, norms, gains, mode, distance_form, fc_max,
                        out_score, out_label, q0, c)
         for o in range(octets, singles):
             _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o, 1, levels,
                        biases, filter_norms, filter_gains, form, params, masks, defer, pending,
-                       tables, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0,
+                       luts, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0,
                        c)
 
         g = singles
@@ -527,11 +480,10 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
                 m0 = mask & low & rows
                 m1 = (mask >> 32) & low & rows
                 if m0 != 0:
-                    _take(engine, blocked, M, base, m0, tables, g, norms, gains, mode,
-                          distance_form, fc_max, params, out_score[q0 + g, c],
-                          out_label[q0 + g, c])
+                    _take(engine, blocked, M, base, m0, luts, g, norms, gains, mode, distance_form,
+                          fc_max, params, out_score[q0 + g, c], out_label[q0 + g, c])
                 if m1 != 0:
-                    _take(engine, blocked, M, base, m1, tables, g + 1, norms, gains, mode,
+                    _take(engine, blocked, M, base, m1, luts, g + 1, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g + 1, c],
                           out_label[q0 + g + 1, c])
             g += 2
@@ -544,11 +496,11 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
                 base = b * BLOCK
                 mask &= _range_mask(base, start, stop)
                 if mask != 0:
-                    _take(engine, blocked, M, base, mask, tables, g, norms, gains, mode,
+                    _take(engine, blocked, M, base, mask, luts, g, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g, c],
                           out_label[q0 + g, c])
     for g in range(held):
-        _resolve(engine, g, pending, blocked, M, tables, norms, gains, mode, distance_form,
+        _resolve(engine, g, pending, blocked, M, luts, norms, gains, mode, distance_form,
                  out_score[q0 + g, c], out_label[q0 + g, c])
 
 

@@ -45,22 +45,18 @@ def dot_levels(centroids):
 
 @njit(inline="always", fastmath=FASTMATH)
 def prepare_dot(y, centroids, levels, level_scale, luts, weights, biases, q, params, bounds):
-    """Int8 weights and filter parameters of one query (and its float table, if kept).
+    """Float table, int8 weights and filter parameters of one query.
 
-    Writes ``weights[q]`` (int8, the first ``M`` of its row; the rest stay zero),
-    ``biases[q] = 128 * sum(weights[q])`` and ``params[3 q : 3 q + 2] = (offset,
-    scale)`` such that ``offset + scale * S`` bounds the float table sum from above
-    for the integer score ``S``; ``bounds[q] = (-err, err, scale)`` in float64: the
-    sum lies in ``scale * S + [-err, err]``. The table entries are the float32
-    products ``y[m] * centroids[e]`` (:func:`.scan.build_field_lut`); they are
-    stored in ``luts[q]`` only when ``luts`` has a row for ``q`` (the 4-bit
-    re-score forms them on the fly instead).
+    Writes ``luts[q]`` (the exact float table, for re-scoring), ``weights[q]``
+    (int8, the first ``M`` of its row; the rest stay zero), ``biases[q] = 128 *
+    sum(weights[q])`` and ``params[3 q : 3 q + 2] = (offset, scale)`` such that
+    ``offset + scale * S`` bounds the float table sum from above for the integer
+    score ``S``; ``bounds[q] = (-err, err, scale)`` in float64: the sum lies in
+    ``scale * S + [-err, err]``.
     """
-    M = weights.shape[1] if luts.shape[0] == 0 else luts.shape[1]
-    M = min(M, y.shape[0])
-    keep = q < luts.shape[0]
-    if keep:
-        build_field_lut(y, centroids, 4, luts[q])
+    M = luts.shape[1]
+    lut = luts[q]
+    build_field_lut(y, centroids, 4, lut)
     top = 0.0
     for m in range(M):
         top = max(top, abs(np.float64(y[m])))
@@ -74,9 +70,8 @@ def prepare_dot(y, centroids, levels, level_scale, luts, weights, biases, q, par
         total += w
         worst = 0.0
         for e in range(16):
-            product = np.float64(y[m] * centroids[e])
             approx = scale * np.float64(w) * np.float64(np.int64(levels[e]) - 128)
-            worst = max(worst, abs(product - approx))
+            worst = max(worst, abs(np.float64(lut[m, e]) - approx))
         err += worst
     biases[q] = np.int32(128 * total)
     # float32 rounding of the exact sums and of the filter's own arithmetic, with margin

@@ -117,10 +117,6 @@ VARIANT = _choose_variant()
 #: VBMI, with the AVX-512 variant chosen): see :mod:`tqsearch.kernels.dotscan`.
 DOT_AVAILABLE = VARIANT == "avx512" and simd.dot_supported()
 
-#: Whether a block's exact float table sums come from 64-byte float permutes
-#: (:func:`tqsearch.kernels.simd.block_float_sums`) rather than row by row.
-BLOCK_SUMS_AVAILABLE = VARIANT == "avx512"
-
 
 # ---------------------------------------------------------------------------------
 # Layout: packing and single-nibble access

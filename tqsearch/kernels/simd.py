@@ -600,36 +600,20 @@ def _vnni_ops(builder):
                                                       builder.bitcast(s8, v16i32)]))
 
 
-def _emit_steps(builder, steps, add_step, chains):
-    """Call ``add_step(step, chain)`` for ``step`` in ``0 .. steps - 1``, steps taken
-    ``chains`` (1 or 2) at a time with ``chain = step % chains``: with two, a
-    query's sums form two independent chains of additions, which a single query
-    needs to keep the multipliers busy (a ``vpdpbusd`` waits for the last one)."""
-    c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
-    rounds = builder.udiv(steps, c64(chains))
-    with cgutils.for_range(builder, rounds, intp=_i64) as loop:
-        for chain in range(chains):
-            add_step(builder.add(builder.mul(loop.index, c64(chains)), c64(chain)), chain)
-    if chains == 2:
-        with builder.if_then(builder.icmp_unsigned("!=", builder.urem(steps, c64(2)), c64(0))):
-            add_step(builder.sub(steps, c64(1)), 0)
+def _emit_vnni_steps(builder, codes_base, M, add_step, add_one=None):
+    """Call ``add_step(step, codes, valid)`` for each 64-byte step of a block.
 
-
-def _emit_vnni_steps(builder, codes_base, M, add_step, add_one=None, chains=1):
-    """Call ``add_step(step, codes, valid, chain)`` for each 64-byte step of a block.
-
-    Full steps first (in ``chains`` alternating chains, see :func:`_emit_steps`),
-    then the last ``M % 4`` sub-codes as one step (chain 0) whose load is masked
-    to its ``valid = 16 * (M % 4)`` bytes (the rest read as zero, and nothing past
-    the block is touched); ``valid`` is None for full steps. With ``add_one``, a
-    last step of a single sub-code goes to ``add_one(step, codes)`` instead,
-    ``codes`` its 16 bytes.
+    Full steps first, then the last ``M % 4`` sub-codes as one step whose load
+    is masked to its ``valid = 16 * (M % 4)`` bytes (the rest read as zero, and
+    nothing past the block is touched); ``valid`` is None for full steps. With
+    ``add_one``, a last step of a single sub-code goes to ``add_one(step, codes)``
+    instead, ``codes`` its 16 bytes.
     """
     c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
     full = builder.udiv(M, c64(4))
-    _emit_steps(builder, full, lambda step, chain: add_step(
-        step, _load_bytes(builder, codes_base, builder.mul(step, c64(64)), 64), None, chain),
-        chains)
+    with cgutils.for_range(builder, full, intp=_i64) as step:
+        add_step(step.index, _load_bytes(builder, codes_base, builder.mul(step.index, c64(64)),
+                                         64), None)
     rest = builder.urem(M, c64(4))
     at = builder.mul(full, c64(64))
     # one branch per length of the last step: its mask is a constant (a mask
@@ -640,7 +624,7 @@ def _emit_vnni_steps(builder, codes_base, M, add_step, add_one=None, chains=1):
                 add_one(full, _load_bytes(builder, codes_base, at, 16))
             else:
                 add_step(full, _load_bytes_masked(builder, codes_base, at, 64, c64(16 * r)),
-                         c64(16 * r), 0)
+                         c64(16 * r))
 
 
 def _emit_vnni_filter(builder, accs, q0, block_index, form, norms, gains, params, masks, sums_out):
@@ -685,47 +669,32 @@ def _dot_filter_signature(fname, blocked, M, weights, q0, levels, biases, norms,
                        norms, gains, form, params, masks, sums)
 
 
-def _emit_dot_queries(builder, weights, levels, biases, q0, nq, dpbusd, chains=1):
+def _emit_dot_queries(builder, weights, levels, biases, q0, nq, dpbusd):
     """What the int8 dot-product filters share: the codebook levels as a 64-byte
-    shuffle table, two accumulators per query and chain (the first chain's
-    starting at ``-biases[q]``, the others' at zero), ``multiply(step, operands,
-    chain)``, which adds each query's four weights of ``step`` times the two
-    halves' level bytes ``operands`` into its accumulators of ``chain``, and
-    ``merge()``, which adds every chain into the first. Returns ``(table, accs,
-    multiply, merge)``; ``accs[q]`` are query ``q``'s first-chain accumulators."""
+    shuffle table, two accumulators per query starting at ``-biases[q]``, and
+    ``multiply(step, operands)``, which adds each query's four weights of
+    ``step`` times the two halves' level bytes ``operands`` into its accumulators.
+    Returns ``(table, accs, multiply)``."""
     c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
     table16 = builder.load(builder.bitcast(levels.data, _vec(_i8, 16).as_pointer()), align=1)
     table = _shuffle(builder, table16, table16, [i % 16 for i in range(64)])
     weights_base = builder.bitcast(weights.data, _i32.as_pointer())
     words_per_query = builder.udiv(cgutils.unpack_tuple(builder, weights.shape, 2)[1], c64(4))
-    zero = ir.Constant(_vec(_i32, 16), [0] * 16)
-    chain_accs = []  # [chain][query] -> (low, high)
-    for chain in range(chains):
-        per_query = []
-        for i in range(nq):
-            start = zero
-            if chain == 0:
-                bias = builder.load(builder.gep(biases.data, [builder.add(q0, c64(i))]))
-                start = _splat_value(builder, builder.neg(bias), 16)
-            per_query.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
-        chain_accs.append(per_query)
+    accs = []
+    for i in range(nq):
+        bias = builder.load(builder.gep(biases.data, [builder.add(q0, c64(i))]))
+        start = _splat_value(builder, builder.neg(bias), 16)
+        accs.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
 
-    def multiply(step, operands, chain=0):
+    def multiply(step, operands):
         for i in range(nq):
             at = builder.add(builder.mul(builder.add(q0, c64(i)), words_per_query), step)
             w = _splat_value(builder, builder.load(builder.gep(weights_base, [at]), align=1), 16)
             for h in range(2):
-                slot = chain_accs[chain][i][h]
+                slot = accs[i][h]
                 builder.store(dpbusd(builder.load(slot), operands[h], w), slot)
 
-    def merge():
-        for other in chain_accs[1:]:
-            for first, extra in zip(chain_accs[0], other, strict=True):
-                for h in range(2):
-                    builder.store(builder.add(builder.load(first[h]), builder.load(extra[h])),
-                                  first[h])
-
-    return table, chain_accs[0], multiply, merge
+    return table, accs, multiply
 
 
 def make_dot_filter_intrinsic(nq):
@@ -741,9 +710,10 @@ def make_dot_filter_intrinsic(nq):
     nibble); ``weights`` is C-contiguous int8 (nq_total, 4 * ceil(M / 4)), the
     queries quantized per coordinate, zero beyond ``M``; ``levels`` is C-contiguous uint8 (16,),
     the codebook quantized to int8 plus 128; ``biases`` is int32 (nq_total,),
-    ``128 * sum(weights[q])``. Per query, nibble values go through ``levels``
-    (``vpshufb``, shared by all queries), are regrouped four coordinates per
-    vector (``vpermb``) and multiplied with the weights (``vpdpbusd``), giving the
+    ``128 * sum(weights[q])``. The code bytes are regrouped four coordinates per
+    vector (``vpermb``) and each nibble half goes through ``levels`` (``vpshufb``),
+    both shared by all queries; per query they are multiplied with the weights
+    (``vpdpbusd``), giving the
     integer sum ``S = sum_j (levels[code_j] - 128) * weights[q, j]``. The row
     test is then :func:`emit_row_filter` with ``params[3 q : 3 q + 3]`` and the
     factors of :func:`emit_row_factors` (``norms``, ``gains``, ``form`` as in
@@ -754,7 +724,6 @@ def make_dot_filter_intrinsic(nq):
     Nothing is bounds-checked: callers check.
     """
     fname = f"block_dot_filter_q{nq}"
-    chains = 2 if nq == 1 else 1  # eight queries give the multipliers chains enough
 
     def impl(typingctx, blocked, block_index, M, weights, q0, levels, biases, norms, gains,
              form, params, masks, sums):
@@ -769,20 +738,19 @@ def make_dot_filter_intrinsic(nq):
             permb, dpbusd = _vnni_ops(builder)
             codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
                                      [builder.mul(a_b, builder.mul(a_m, c64(16)))])
-            table, accs, multiply, merge = _emit_dot_queries(
-                builder, arr[3], arr[5], arr[6], a_q0, nq, dpbusd, chains)
+            table, accs, multiply = _emit_dot_queries(builder, arr[3], arr[5], arr[6], a_q0, nq,
+                                                      dpbusd)
             to_vector_major = ir.Constant(_vec(_i8, 64), _TO_VECTOR_MAJOR)
 
-            def add_step(step, c, valid, chain):
+            def add_step(step, c, valid):
                 """Dot products of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
                 sub-codes read as code 0, whose weights are zero."""
                 c = permb(c, to_vector_major)  # one regrouping serves both nibbles
                 halves = (builder.and_(c, _splat(_i8, 64, 0x0F)),
                           builder.lshr(c, _splat(_i8, 64, 4)))
-                multiply(step, [_pshufb(builder, 64, table, nib) for nib in halves], chain)
+                multiply(step, [_pshufb(builder, 64, table, nib) for nib in halves])
 
-            _emit_vnni_steps(builder, codes_base, a_m, add_step, chains=chains)
-            merge()
+            _emit_vnni_steps(builder, codes_base, a_m, add_step)
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
                                      arr[10], arr[11], arr[12])
 
@@ -818,7 +786,6 @@ def make_triplet_dot_filter_intrinsic(nq):
     Nothing is bounds-checked: callers check.
     """
     fname = f"block_triplet_dot_filter_q{nq}"
-    chains = 2 if nq == 1 else 1
 
     def impl(typingctx, blocked, block_index, D4, weights, q0, levels, biases, norms, gains,
              form, params, masks, sums):
@@ -838,13 +805,14 @@ def make_triplet_dot_filter_intrinsic(nq):
             steps = builder.udiv(a_d4, c64(4))
             codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
                                      [builder.mul(a_b, builder.mul(steps, c64(48)))])
-            table, accs, multiply, merge = _emit_dot_queries(
-                builder, arr[3], arr[5], arr[6], a_q0, nq, dpbusd, chains)
+            table, accs, multiply = _emit_dot_queries(builder, arr[3], arr[5], arr[6], a_q0, nq,
+                                                      dpbusd)
             spread = [ir.Constant(v64i8, idx) for idx in _TRIPLET_BYTES]
             shifts = ir.Constant(v64i8, _TRIPLET_SHIFTS)
             seven = _splat(_i8, 64, 7)
 
-            def add_step(step, chain):
+            with cgutils.for_range(builder, steps, intp=_i64) as loop:
+                step = loop.index
                 # 48 bytes: the masked load reads nothing past the block
                 data = _load_bytes_masked(builder, codes_base, builder.mul(step, c64(48)), 64,
                                           c64(48))
@@ -852,10 +820,8 @@ def make_triplet_dot_filter_intrinsic(nq):
                 for h in range(2):
                     fields = builder.call(multishift, [shifts, permb(data, spread[h])])
                     operands.append(_pshufb(builder, 64, table, builder.and_(fields, seven)))
-                multiply(step, operands, chain)
+                multiply(step, operands)
 
-            _emit_steps(builder, steps, add_step, chains)
-            merge()
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
                                      arr[10], arr[11], arr[12])
 
@@ -914,7 +880,7 @@ def make_perm_filter_intrinsic(nq):
             accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
                     for _ in range(nq)]
 
-            def add_step(step, c, valid, chain=0):
+            def add_step(step, c, valid):
                 """Table sums of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
                 sub-codes read table bytes loaded as zero."""
                 c = permb(c, to_vector_major)
@@ -954,116 +920,6 @@ def make_perm_filter_intrinsic(nq):
     return intrinsic(impl)
 
 
-def make_block_float_sums_intrinsic(products=False):
-    """Build the ``@intrinsic`` summing one query's float table over a block of 4-bit codes.
-
-    The returned intrinsic has the Numba signature::
-
-        f(blocked, block_index, M, tables, q, out) -> none             # products=False
-        f(blocked, block_index, M, y, q, centroids, out) -> none       # products=True
-
-    ``blocked`` holds 4-bit codes in the fast-scan layout; ``tables`` is C-contiguous
-    float32 (nq_total, M, 16); ``out`` is C-contiguous float32 with at least 32
-    elements and gets, in row order, each vector's ``sum_m tables[q, m, code_m]``.
-    With ``products``, the table is not stored but formed on the fly as
-    ``tables[q, m, e] = y[q, m] * centroids[e]`` (``y`` C-contiguous float32
-    (nq_total, >= M), ``centroids`` 16 float32): the same float32 products, so the
-    same sums. The 32 rows are summed together: per sub-code, 16 table entries
-    are looked up for both nibbles of 16 bytes (``vpermps``). The additions follow
-    exactly the order of :func:`tqsearch.kernels.blocked_scan.row_table_sum`
-    (partial sums over ``m % 4``, the last ``M % 4`` sub-codes into the first,
-    then ``(a0 + a1) + (a2 + a3)``), so both give the same float32 result. A row's
-    bytes are spread over the whole block, so scoring all 32 reads no more memory
-    than scoring one. Nothing is bounds-checked: callers check.
-    """
-    fname = "block_product_sums" if products else "block_float_sums"
-
-    def typed(blocked, block_index, M, tables, q, rest):
-        if not width_supported(64):
-            raise TypingError(f"{fname}: the compile target lacks {', '.join(_REQUIRES[64])}")
-        _check_u8_c(blocked, "blocked", fname)
-        _check_f32_c(tables, "y" if products else "tables", fname)
-        if tables.ndim != (2 if products else 3):
-            raise TypingError(f"{fname}: {'y' if products else 'tables'} must have "
-                              f"{2 if products else 3} dimensions, got {tables}")
-        for name, ty in zip(("centroids", "out") if products else ("out",), rest, strict=True):
-            _check_f32_c(ty, name, fname)
-        for name, ty in (("block_index", block_index), ("M", M), ("q", q)):
-            if not isinstance(ty, types.Integer):
-                raise TypingError(f"{fname}: {name} must be an integer, got {ty}")
-        return types.none(blocked, types.intp, types.intp, tables, types.intp, *rest)
-
-    def codegen(context, builder, signature, args):
-        a_b, a_m, a_q = args[1], args[2], args[4]
-        arr = {i: context.make_array(signature.args[i])(context, builder, args[i])
-               for i in range(len(args)) if i not in (1, 2, 4)}
-        out = arr[len(args) - 1]
-        c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
-        f32 = ir.FloatType()
-        v16f, v16i = _vec(f32, 16), _vec(_i32, 16)
-        permps = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v16f, [v16f, v16i]),
-            "llvm.x86.avx512.permvar.sf.512")
-        codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
-                                 [builder.mul(a_b, builder.mul(a_m, c64(16)))])
-        base = builder.bitcast(arr[3].data, f32.as_pointer())
-        if products:
-            row_len = cgutils.unpack_tuple(builder, arr[3].shape, 2)[1]
-            y_base = builder.gep(base, [builder.mul(a_q, row_len)])
-            centroids = builder.load(builder.bitcast(arr[5].data, v16f.as_pointer()),
-                                     align=4)
-        else:
-            lut_base = builder.gep(base, [builder.mul(a_q, builder.mul(a_m, c64(16)))])
-        zero = ir.Constant(v16f, [0.0] * 16)
-        accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
-                for _ in range(4)]
-
-        def add(m, part):
-            """Add sub-code ``m``'s lookups into partial sums ``part``."""
-            c = builder.zext(_load_bytes(builder, codes_base, builder.mul(m, c64(16)), 16),
-                             v16i)
-            if products:
-                table = centroids
-                weight = _splat_value(builder, builder.load(builder.gep(y_base, [m])), 16)
-            else:
-                table = builder.load(builder.bitcast(
-                    builder.gep(lut_base, [builder.mul(m, c64(16))]), v16f.as_pointer()),
-                    align=4)
-            for h, nib in enumerate((builder.and_(c, _splat(_i32, 16, 15)),
-                                     builder.lshr(c, _splat(_i32, 16, 4)))):
-                value = builder.call(permps, [table, nib])
-                if products:
-                    value = builder.fmul(weight, value)
-                slot = accs[part][h]
-                builder.store(builder.fadd(builder.load(slot), value), slot)
-
-        full = builder.udiv(a_m, c64(4))
-        with cgutils.for_range(builder, full, intp=_i64) as step:
-            for t in range(4):
-                add(builder.add(builder.mul(step.index, c64(4)), c64(t)), t)
-        with cgutils.for_range(builder, builder.urem(a_m, c64(4)), intp=_i64) as tail:
-            add(builder.add(builder.mul(full, c64(4)), tail.index), 0)
-        halves = []
-        for h in range(2):
-            a = [builder.load(accs[t][h]) for t in range(4)]
-            halves.append(builder.fadd(builder.fadd(a[0], a[1]), builder.fadd(a[2], a[3])))
-        # lane p of half h holds row r with p = 2 (r % 8) + (r % 16) // 8, h = r // 16
-        sums = _shuffle(builder, halves[0], halves[1], _LANE_OF_ROW)
-        builder.store(sums, builder.bitcast(out.data, _vec(f32, BLOCK).as_pointer()),
-                      align=4)
-        return context.get_dummy_value()
-
-    if products:
-        def impl(typingctx, blocked, block_index, M, y, q, centroids, out):
-            return typed(blocked, block_index, M, y, q, (centroids, out)), codegen
-    else:
-        def impl(typingctx, blocked, block_index, M, tables, q, out):
-            return typed(blocked, block_index, M, tables, q, (out,)), codegen
-
-    impl.__name__ = fname
-    return intrinsic(impl)
-
-
 #: Eight queries per pass over a block (batches), and one (single queries, leftovers).
 block_dot_filter_q8 = make_dot_filter_intrinsic(8)
 block_dot_filter_q1 = make_dot_filter_intrinsic(1)
@@ -1071,10 +927,6 @@ block_perm_filter_q8 = make_perm_filter_intrinsic(8)
 block_perm_filter_q1 = make_perm_filter_intrinsic(1)
 block_triplet_dot_filter_q8 = make_triplet_dot_filter_intrinsic(8)
 block_triplet_dot_filter_q1 = make_triplet_dot_filter_intrinsic(1)
-#: A query's exact float table sums of a whole block (re-scoring).
-block_float_sums = make_block_float_sums_intrinsic()
-#: The same from the query and the codebook, for tables that are their products.
-block_product_sums = make_block_float_sums_intrinsic(products=True)
 
 
 # One intrinsic per (width, group); ``group`` steps are added as bytes before widening.
