@@ -713,8 +713,8 @@ def make_dot_filter_intrinsic(nq):
     ``128 * sum(weights[q])``. The code bytes are regrouped four coordinates per
     vector (``vpermb``) and each nibble half goes through ``levels`` (``vpshufb``),
     both shared by all queries; per query they are multiplied with the weights
-    (``vpdpbusd``), giving the
-    integer sum ``S = sum_j (levels[code_j] - 128) * weights[q, j]``. The row
+    (``vpdpbusd``), giving the integer sum
+    ``S = sum_j (levels[code_j] - 128) * weights[q, j]``. The row
     test is then :func:`emit_row_filter` with ``params[3 q : 3 q + 3]`` and the
     factors of :func:`emit_row_factors` (``norms``, ``gains``, ``form`` as in
     :func:`make_filter_intrinsic`). Query ``q0 + i``'s 32-bit row mask goes to
