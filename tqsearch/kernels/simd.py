@@ -711,7 +711,7 @@ def make_dot_filter_intrinsic(nq):
     queries quantized per coordinate, zero beyond ``M``; ``levels`` is C-contiguous uint8 (16,),
     the codebook quantized to int8 plus 128; ``biases`` is int32 (nq_total,),
     ``128 * sum(weights[q])``. The code bytes are regrouped four coordinates per
-    vector (``vpermb``) and each nibble half goes through ``levels`` (``vpshufb``),
+    vector (``vpermb``) and each nibble half goes through ``levels`` (``vpermb``),
     both shared by all queries; per query they are multiplied with the weights
     (``vpdpbusd``), giving the integer sum
     ``S = sum_j (levels[code_j] - 128) * weights[q, j]``. The row
@@ -741,14 +741,17 @@ def make_dot_filter_intrinsic(nq):
             table, accs, multiply = _emit_dot_queries(builder, arr[3], arr[5], arr[6], a_q0, nq,
                                                       dpbusd)
             to_vector_major = ir.Constant(_vec(_i8, 64), _TO_VECTOR_MAJOR)
+            v64i8, v32i16 = _vec(_i8, 64), _vec(_i16, 32)
+            shift4 = _splat(_i16, 32, 4)
 
             def add_step(step, c, valid):
                 """Dot products of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
                 sub-codes read as code 0, whose weights are zero."""
                 c = permb(c, to_vector_major)  # one regrouping serves both nibbles
-                halves = (builder.and_(c, _splat(_i8, 64, 0x0F)),
-                          builder.lshr(c, _splat(_i8, 64, 4)))
-                multiply(step, [_pshufb(builder, 64, table, nib) for nib in halves])
+                # vpermb reads six index bits and the table repeats every 16 bytes,
+                # so neither half needs its other bits cleared
+                high = builder.bitcast(builder.lshr(builder.bitcast(c, v32i16), shift4), v64i8)
+                multiply(step, [permb(table, c), permb(table, high)])
 
             _emit_vnni_steps(builder, codes_base, a_m, add_step)
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
@@ -781,8 +784,8 @@ def make_triplet_dot_filter_intrinsic(nq):
     ``weights``, ``levels`` (the codebook's int8 levels plus 128, 16 entries of
     which codes use 8), ``biases`` and everything else are as in
     :func:`make_dot_filter_intrinsic`. Per step, each half is unpacked once for
-    all queries (``vpermb``, ``vpmultishiftqb``, a mask and the level lookup,
-    ``vpshufb``) and multiplied with each query's four weights (``vpdpbusd``).
+    all queries (``vpermb``, ``vpmultishiftqb`` and the level lookup, ``vpermb``
+    on a table repeating every 8 bytes) and multiplied with each query's four weights (``vpdpbusd``).
     Nothing is bounds-checked: callers check.
     """
     fname = f"block_triplet_dot_filter_q{nq}"
@@ -809,7 +812,9 @@ def make_triplet_dot_filter_intrinsic(nq):
                                                       dpbusd)
             spread = [ir.Constant(v64i8, idx) for idx in _TRIPLET_BYTES]
             shifts = ir.Constant(v64i8, _TRIPLET_SHIFTS)
-            seven = _splat(_i8, 64, 7)
+            # vpermb reads six index bits: a table repeating every 8 bytes ignores the
+            # next fields' bits above each 3-bit field
+            table8 = _shuffle(builder, table, table, [i % 8 for i in range(64)])
 
             with cgutils.for_range(builder, steps, intp=_i64) as loop:
                 step = loop.index
@@ -819,7 +824,7 @@ def make_triplet_dot_filter_intrinsic(nq):
                 operands = []
                 for h in range(2):
                     fields = builder.call(multishift, [shifts, permb(data, spread[h])])
-                    operands.append(_pshufb(builder, 64, table, builder.and_(fields, seven)))
+                    operands.append(permb(table8, fields))
                 multiply(step, operands)
 
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
