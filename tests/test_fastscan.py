@@ -417,19 +417,26 @@ def _row_factors(n, stored, seed):
 
 
 @pytest.mark.skipif(not fastscan.DOT_AVAILABLE, reason="no AVX-512 VNNI/VBMI here")
-@pytest.mark.parametrize("M", [12, 13, 14, 15])
+@pytest.mark.parametrize("M", [2, 5, 12, 13, 14, 15, 16, 19])
 @pytest.mark.parametrize("stored", ["none", "norms and gains"])
 def test_dot_filter_masks_equal_integer_dot_products(M, stored):
-    # Eight queries' int8 weights against int8 levels of 4-bit codes: bit r of a
-    # query's mask is set iff its bound fa * dot - fc exceeds t.
+    # Int8 weights against int8 levels of 4-bit codes, eight queries a pass and
+    # one at a time (its full steps alternate between two accumulator chains:
+    # M // 4 odd and even, M % 4 from 0 to 3): bit r of a query's mask is set iff
+    # its bound fa * dot - fc exceeds t.
     @njit
-    def run(blocked, M, w, levels, biases, norms, gains, form_array, params, masks, sums, out,
-            out_sums):
+    def run(blocked, M, w, levels, biases, norms, gains, form_array, params, masks, sums,
+            eights, out, out_sums):
         form = (form_array[0], form_array[1], form_array[2], form_array[3])
         for b in range(blocked.shape[0]):
             sums[:] = -1
-            simd.block_dot_filter_q8(blocked, b, M, w, 0, levels, biases, norms, gains, form,
-                                     params, masks, sums)
+            if eights:
+                simd.block_dot_filter_q8(blocked, b, M, w, 0, levels, biases, norms, gains,
+                                         form, params, masks, sums)
+            else:
+                for q in range(8):
+                    simd.block_dot_filter_q1(blocked, b, M, w, q, levels, biases, norms, gains,
+                                             form, params, masks, sums)
             out[:, b] = masks
             out_sums[:, 32 * b: 32 * b + 32] = sums
 
@@ -443,15 +450,16 @@ def test_dot_filter_masks_equal_integer_dot_products(M, stored):
     biases = (128 * weights.astype(np.int64).sum(1)).astype(np.int32)
     dots = ((levels.astype(np.int64) - 128)[nibbles][None] * weights[:, None, :M]).sum(-1)
     norms, gains, form, fa, fc = _row_factors(n, stored, M)
-    for t in (-9000.0, -100.0, 0.0, 2500.0):
-        params = np.tile(np.array([0.0, 1.0, t], np.float32), 8)
-        out = np.zeros((8, blocked.shape[0]), np.int64)
-        out_sums = np.zeros((8, n), np.int32)
-        run(blocked, M, weights, levels, biases, norms, gains, form, params,
-            np.zeros(8, np.int64), np.zeros((8, 32), np.int32), out, out_sums)
-        for q in range(8):
-            _assert_block_outputs(out[q], out_sums[q],
-                                  fa * dots[q].astype(np.float32) - fc > np.float32(t), dots[q])
+    for eights in (True, False):
+        for t in (-9000.0, -100.0, 0.0, 2500.0):
+            params = np.tile(np.array([0.0, 1.0, t], np.float32), 8)
+            out = np.zeros((8, blocked.shape[0]), np.int64)
+            out_sums = np.zeros((8, n), np.int32)
+            run(blocked, M, weights, levels, biases, norms, gains, form, params,
+                np.zeros(8, np.int64), np.zeros((8, 32), np.int32), eights, out, out_sums)
+            for q in range(8):
+                expected = fa * dots[q].astype(np.float32) - fc > np.float32(t)
+                _assert_block_outputs(out[q], out_sums[q], expected, dots[q])
 
 
 @pytest.mark.skipif(not fastscan.DOT_AVAILABLE, reason="no AVX-512 VNNI/VBMI here")

@@ -600,20 +600,33 @@ def _vnni_ops(builder):
                                                       builder.bitcast(s8, v16i32)]))
 
 
-def _emit_vnni_steps(builder, codes_base, M, add_step, add_one=None):
+def _emit_vnni_steps(builder, codes_base, M, add_step, add_one=None, paired=False):
     """Call ``add_step(step, codes, valid)`` for each 64-byte step of a block.
 
     Full steps first, then the last ``M % 4`` sub-codes as one step whose load
     is masked to its ``valid = 16 * (M % 4)`` bytes (the rest read as zero, and
     nothing past the block is touched); ``valid`` is None for full steps. With
     ``add_one``, a last step of a single sub-code goes to ``add_one(step, codes)``
-    instead, ``codes`` its 16 bytes.
+    instead, ``codes`` its 16 bytes. With ``paired``, full steps go two an
+    iteration and the second of each pair is called with ``chain=1`` (the
+    others with ``chain=0``), so that it can add into accumulators of its own.
     """
     c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
     full = builder.udiv(M, c64(4))
-    with cgutils.for_range(builder, full, intp=_i64) as step:
-        add_step(step.index, _load_bytes(builder, codes_base, builder.mul(step.index, c64(64)),
-                                         64), None)
+
+    def full_step(step, **chain):
+        add_step(step, _load_bytes(builder, codes_base, builder.mul(step, c64(64)), 64), None,
+                 **chain)
+
+    if paired:
+        with cgutils.for_range(builder, builder.udiv(full, c64(2)), intp=_i64) as pair:
+            for k in (0, 1):
+                full_step(builder.add(builder.mul(pair.index, c64(2)), c64(k)), chain=k)
+        with builder.if_then(builder.trunc(full, ir.IntType(1))):
+            full_step(builder.sub(full, c64(1)), chain=0)
+    else:
+        with cgutils.for_range(builder, full, intp=_i64) as step:
+            full_step(step.index)
     rest = builder.urem(M, c64(4))
     at = builder.mul(full, c64(64))
     # one branch per length of the last step: its mask is a constant (a mask
@@ -669,30 +682,41 @@ def _dot_filter_signature(fname, blocked, M, weights, q0, levels, biases, norms,
                        norms, gains, form, params, masks, sums)
 
 
-def _emit_dot_queries(builder, weights, levels, biases, q0, nq, dpbusd):
+def _emit_dot_queries(builder, weights, levels, biases, q0, nq, dpbusd, chains=1):
     """What the int8 dot-product filters share: the codebook levels as a 64-byte
-    shuffle table, two accumulators per query starting at ``-biases[q]``, and
-    ``multiply(step, operands)``, which adds each query's four weights of
-    ``step`` times the two halves' level bytes ``operands`` into its accumulators.
-    Returns ``(table, accs, multiply)``."""
+    table (repeating every 16 bytes), two accumulators per query and chain, and
+    ``multiply(step, operands, chain=0)``, which adds each query's four weights
+    of ``step`` times the two halves' level bytes ``operands`` into the
+    accumulators of ``chain``. Returns ``(table, accs, multiply)``; ``accs()``
+    adds the chains up and gives each query's two accumulators, which start
+    at ``-biases[q]``."""
     c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
     table16 = builder.load(builder.bitcast(levels.data, _vec(_i8, 16).as_pointer()), align=1)
     table = _shuffle(builder, table16, table16, [i % 16 for i in range(64)])
     weights_base = builder.bitcast(weights.data, _i32.as_pointer())
     words_per_query = builder.udiv(cgutils.unpack_tuple(builder, weights.shape, 2)[1], c64(4))
-    accs = []
+    zero = ir.Constant(_vec(_i32, 16), None)
+    slots = []  # slots[i][chain][h]
     for i in range(nq):
         bias = builder.load(builder.gep(biases.data, [builder.add(q0, c64(i))]))
-        start = _splat_value(builder, builder.neg(bias), 16)
-        accs.append([cgutils.alloca_once_value(builder, start) for _ in range(2)])
+        starts = [_splat_value(builder, builder.neg(bias), 16)] + [zero] * (chains - 1)
+        slots.append([[cgutils.alloca_once_value(builder, v) for _ in range(2)] for v in starts])
 
-    def multiply(step, operands):
+    def multiply(step, operands, chain=0):
         for i in range(nq):
             at = builder.add(builder.mul(builder.add(q0, c64(i)), words_per_query), step)
             w = _splat_value(builder, builder.load(builder.gep(weights_base, [at]), align=1), 16)
             for h in range(2):
-                slot = accs[i][h]
+                slot = slots[i][chain][h]
                 builder.store(dpbusd(builder.load(slot), operands[h], w), slot)
+
+    def accs():
+        for per_query in slots:
+            for other in per_query[1:]:
+                for h in range(2):
+                    total = builder.add(builder.load(per_query[0][h]), builder.load(other[h]))
+                    builder.store(total, per_query[0][h])
+        return [per_query[0] for per_query in slots]
 
     return table, accs, multiply
 
@@ -738,23 +762,26 @@ def make_dot_filter_intrinsic(nq):
             permb, dpbusd = _vnni_ops(builder)
             codes_base = builder.gep(builder.bitcast(arr[0].data, _i8.as_pointer()),
                                      [builder.mul(a_b, builder.mul(a_m, c64(16)))])
+            # one query's loop is short enough for vpdpbusd's latency to bound it:
+            # its steps alternate between two accumulator chains
+            chains = 2 if nq == 1 else 1
             table, accs, multiply = _emit_dot_queries(builder, arr[3], arr[5], arr[6], a_q0, nq,
-                                                      dpbusd)
+                                                      dpbusd, chains)
             to_vector_major = ir.Constant(_vec(_i8, 64), _TO_VECTOR_MAJOR)
             v64i8, v32i16 = _vec(_i8, 64), _vec(_i16, 32)
             shift4 = _splat(_i16, 32, 4)
 
-            def add_step(step, c, valid):
+            def add_step(step, c, valid, chain=0):
                 """Dot products of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
                 sub-codes read as code 0, whose weights are zero."""
                 c = permb(c, to_vector_major)  # one regrouping serves both nibbles
                 # vpermb reads six index bits and the table repeats every 16 bytes,
                 # so neither half needs its other bits cleared
                 high = builder.bitcast(builder.lshr(builder.bitcast(c, v32i16), shift4), v64i8)
-                multiply(step, [permb(table, c), permb(table, high)])
+                multiply(step, [permb(table, c), permb(table, high)], chain)
 
-            _emit_vnni_steps(builder, codes_base, a_m, add_step)
-            return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
+            _emit_vnni_steps(builder, codes_base, a_m, add_step, paired=chains == 2)
+            return _emit_vnni_filter(builder, accs(), a_q0, a_b, args[9], arr[7], arr[8],
                                      arr[10], arr[11], arr[12])
 
         return sig, codegen
@@ -785,7 +812,8 @@ def make_triplet_dot_filter_intrinsic(nq):
     which codes use 8), ``biases`` and everything else are as in
     :func:`make_dot_filter_intrinsic`. Per step, each half is unpacked once for
     all queries (``vpermb``, ``vpmultishiftqb`` and the level lookup, ``vpermb``
-    on a table repeating every 8 bytes) and multiplied with each query's four weights (``vpdpbusd``).
+    on a table repeating every 8 bytes) and multiplied with each query's four
+    weights (``vpdpbusd``).
     Nothing is bounds-checked: callers check.
     """
     fname = f"block_triplet_dot_filter_q{nq}"
@@ -827,7 +855,7 @@ def make_triplet_dot_filter_intrinsic(nq):
                     operands.append(permb(table8, fields))
                 multiply(step, operands)
 
-            return _emit_vnni_filter(builder, accs, a_q0, a_b, args[9], arr[7], arr[8],
+            return _emit_vnni_filter(builder, accs(), a_q0, a_b, args[9], arr[7], arr[8],
                                      arr[10], arr[11], arr[12])
 
         return sig, codegen
