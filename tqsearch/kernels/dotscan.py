@@ -63,16 +63,23 @@ def prepare_dot(y, centroids, levels, level_scale, luts, weights, biases, q, par
     w_scale = top / 127.0 if top > 0 else 1.0
     scale = w_scale * level_scale
     total = 0
-    err = 0.0
+    steps = np.empty(M, dtype=np.float64)  # scale * weight: a level's step
     for m in range(M):
         w = np.int64(np.round(np.float64(y[m]) / w_scale))
         weights[q, m] = np.int8(w)
         total += w
-        worst = 0.0
-        for e in range(16):
-            approx = scale * np.float64(w) * np.float64(np.int64(levels[e]) - 128)
-            worst = max(worst, abs(np.float64(lut[m, e]) - approx))
-        err += worst
+        steps[m] = scale * np.float64(w)
+    # the largest error of each coordinate over the codebook, a level at a time
+    # so that the loop over coordinates is vector code (lut[m, e] == y[m] * centroids[e])
+    worst = np.zeros(M, dtype=np.float64)
+    for e in range(16):
+        value, level = centroids[e], np.float64(np.int64(levels[e]) - 128)
+        for m in range(M):
+            gap = abs(np.float64(y[m] * value) - steps[m] * level)
+            worst[m] = gap if gap > worst[m] else worst[m]
+    err = 0.0
+    for m in range(M):
+        err += worst[m]
     biases[q] = np.int32(128 * total)
     # float32 rounding of the exact sums and of the filter's own arithmetic, with margin
     err = err * 1.0001 + 1e-6 * scale * 127.0 * 127.0 * M
