@@ -194,8 +194,8 @@ def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks, bits, d):
 @pytest.mark.parametrize("k", [7, 700])
 def test_long_codes_holding_rows_equal_float_scan(bits, d, k):
     # From DEFER_SUB_CODES sub-codes on, the VNNI engines hold the rows that pass
-    # and re-score at the end those that can still be among the best; k = 700
-    # holds more rows than HELD_ROWS, so some are re-scored during the scan.
+    # and re-score at the end those that can still be among the best (k = 700:
+    # more than HELD_ROWS, the rows held grow with k).
     from tqsearch.kernels.blocked_scan import DEFER_SUB_CODES, HELD_ROWS
 
     assert d * bits // 4 >= DEFER_SUB_CODES and 700 > HELD_ROWS
@@ -206,6 +206,26 @@ def test_long_codes_holding_rows_equal_float_scan(bits, d, k):
         for rows in (slice(0, 20), slice(0, 1)):
             got = blocked_similarities(index, q[rows], k, start, stop, threads=1)
             assert_same_up_to_near_ties(got, float_reference(index, q[rows], k, start, stop))
+
+
+@pytest.mark.parametrize("bits, d", [(2, 384), (4, 192)])
+def test_held_rows_full_with_ties_equal_float_scan(bits, d):
+    # 3,000 rows, copies of four vectors in shuffled order: each copy of the best
+    # one passes the filter, so the rows held (HELD_ROWS) fill and are re-scored
+    # during the scan, and every score ties with hundreds of others: the k kept
+    # must be the smallest ids, whatever order the held rows are re-scored in.
+    from tqsearch.kernels.blocked_scan import HELD_PER_RESULT, HELD_ROWS
+
+    k = 7
+    assert 750 > max(HELD_ROWS, HELD_PER_RESULT * k)
+    base, q = data(4, d, 20, seed=8)
+    x = base[np.random.default_rng(8).permutation(np.arange(3000) % 4)]
+    index = tqsearch.TurboQuantIndex(d, bits, metric="ip")
+    index.add(x)
+    for start, stop in [(0, 3000), (45, 2950)]:
+        for rows in (slice(0, 20), slice(0, 1)):
+            got = blocked_similarities(index, q[rows], k, start, stop, threads=1)
+            assert_same(got, float_reference(index, q[rows], k, start, stop))
 
 
 def assert_same_up_to_near_ties(got, ref):

@@ -92,10 +92,14 @@ TILE_BYTES = 256 * 1024
 # passing. Measured, one thread: at M = 192 and 384 batch QPS +6 % and +22 %,
 # single queries -4 % and -6 % time; at M = 26-128 2-10 % slower. Nibble
 # codebooks (PCA) quantize to coarser tables, so their bounds are looser: from
-# twice as many sub-codes (at M = 192 -12 %, at 384 +13 %). Rows held per query:
-# when full, those that may still be among the best are re-scored.
+# twice as many sub-codes (at M = 192 -12 %, at 384 +13 %). Rows held per query,
+# at least HELD_ROWS and HELD_PER_RESULT for each of the k results (never more
+# than the rows scanned): when full, those that may still be among the best are
+# re-scored against a threshold lower than the final one. At k = 100 on the
+# 384-d set, 512 rows made 4-bit batches 1.3x slower than 3,200.
 DEFER_SUB_CODES = 192
 HELD_ROWS = 512
+HELD_PER_RESULT = 32
 
 
 def filter_fields(norms, gains, n, mode, distance_form):
@@ -255,11 +259,12 @@ def _defer(engine, base, mask, q, pending, blocked, M, luts, norms, gains, mode,
 
     ``pending = (sums, bounds, lb_s, lb_i, rows, upper, count)``: the block's
     integer sums from the filter, the query's sum bounds (:func:`_prepare`), a
-    heap of the ``k`` best lower bounds, the rows held with their upper bounds
-    and how many. The ``k``-th lower bound is no larger than the ``k``-th best
-    exact score, so it raises the filter's threshold like an exact score
-    would, and only the rows whose upper bound reaches the final threshold are
-    re-scored (:func:`_resolve`): a few, instead of every row that once passed.
+    heap of the ``k`` best lower bounds (labelled with where their rows are
+    held), the rows held with their upper bounds and how many. The ``k``-th
+    lower bound is no larger than the ``k``-th best exact score, so it raises
+    the filter's threshold like an exact score would, and only the rows whose
+    upper bound reaches the final threshold are re-scored (:func:`_resolve`):
+    a few, instead of every row that once passed.
     """
     sums, bounds, lb_s, lb_i, rows, upper, count = pending
     zero = np.float32(0.0)
@@ -270,12 +275,12 @@ def _defer(engine, base, mask, q, pending, blocked, M, luts, norms, gains, mode,
             x = scale * np.float64(sums[q, r])
             lb = _lowered(combine(np.float32(low + x), zero, v, mode, zero, norms, gains,
                                   distance_form), fc_max)
-            if lb > lb_s[q, 0]:
-                heap_push(lb_s[q], lb_i[q], lb, v)
             if count[q] == rows.shape[1]:
                 _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_form,
                          heap_s, heap_i)
             n = count[q]
+            if lb > lb_s[q, 0]:  # the heap keeps where the row is held
+                heap_push(lb_s[q], lb_i[q], lb, n)
             rows[q, n] = v
             upper[q, n] = _raised(combine(np.float32(high + x), zero, v, mode, zero, norms,
                                           gains, distance_form), fc_max)
@@ -286,18 +291,30 @@ def _defer(engine, base, mask, q, pending, blocked, M, luts, norms, gains, mode,
 @njit(inline="always", fastmath=FASTMATH)
 def _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_form, heap_s,
              heap_i):
-    """Re-score exactly, in the order they were held, the rows of query ``q`` whose
-    upper bound reaches both thresholds (lower bounds', exact scores'), and
-    release them all."""
+    """Re-score exactly the rows of query ``q`` whose upper bound reaches both
+    thresholds (lower bounds', exact scores') and release them all.
+
+    The rows with the ``k`` best lower bounds go first: their exact scores fill
+    the heap high at once, so fewer of the others (in the order they were
+    held) still reach the threshold.
+    """
     sums, bounds, lb_s, lb_i, rows, upper, count = pending
     zero = np.float32(0.0)
-    for i in range(count[q]):
-        if upper[q, i] >= max(lb_s[q, 0], heap_s[0]):
-            v = rows[q, i]
-            s = combine(_exact_sum(engine, blocked, M, v, luts, q), zero, v, mode, zero, norms,
-                        gains, distance_form)
-            if s > heap_s[0]:
-                heap_push(heap_s, heap_i, s, v)
+    n = count[q]
+    for first in (True, False):
+        for j in range(lb_i.shape[1] if first else n):
+            i = lb_i[q, j] if first else j
+            if i < 0 or i >= n or rows[q, i] < 0:
+                continue
+            if upper[q, i] >= max(lb_s[q, 0], heap_s[0]):
+                v = rows[q, i]
+                rows[q, i] = -1
+                s = combine(_exact_sum(engine, blocked, M, v, luts, q), zero, v, mode, zero,
+                            norms, gains, distance_form)
+                # rows come out of scan order: a tie with the worst kept goes to the
+                # smaller id, as in a scan
+                if s > heap_s[0] or (s == heap_s[0] and v < heap_i[0]):
+                    heap_push(heap_s, heap_i, s, v)
     count[q] = 0
 
 
@@ -436,12 +453,13 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     # pass, keeping the tighter threshold of exact scores.
     defer = vnni and M >= (DEFER_SUB_CODES if books.shape[0] == 0 else 2 * DEFER_SUB_CODES)
     held = n_queries if defer else 0
+    held_rows = min(max(HELD_ROWS, HELD_PER_RESULT * k), max(b1 - b0, 1) * BLOCK)
     bounds = np.empty((n_queries, 3), dtype=np.float64)
     lb_s = np.empty((held, k), dtype=np.float32)
     lb_i = np.empty((held, k), dtype=np.int64)
     pending = (np.empty((n_queries if vnni else 0, BLOCK), dtype=np.int32), bounds, lb_s, lb_i,
-               np.empty((held, HELD_ROWS), dtype=np.int64),
-               np.empty((held, HELD_ROWS), dtype=np.float32), np.zeros(held, dtype=np.int64))
+               np.empty((held, held_rows), dtype=np.int64),
+               np.empty((held, held_rows), dtype=np.float32), np.zeros(held, dtype=np.int64))
     for g in range(n_queries):
         heap_init(out_score[q0 + g, c], out_label[q0 + g, c])
         if g < held:
