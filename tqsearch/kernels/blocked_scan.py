@@ -55,7 +55,7 @@ from .fastscan import (
     scan_block_filter,
     scan_block_filter2,
 )
-from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine
+from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine_factors
 from .simd import (
     block_dot_filter_q1,
     block_dot_filter_q8,
@@ -238,7 +238,10 @@ def _take(engine, blocked, M, base, mask, luts, q, norms, gains, mode, distance_
         if (mask >> r) & 1:
             v = base + r
             exact = _exact_sum(engine, blocked, M, v, luts, q)
-            s = combine(exact, zero, v, mode, zero, norms, gains, distance_form)
+            gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
+            norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
+            s = combine_factors(exact, zero, gain, norm, norms.shape[0] > 0, mode, zero,
+                                distance_form)
             if s > threshold:
                 heap_push(heap_s, heap_i, s, v)
                 threshold = heap_s[0]
@@ -273,8 +276,10 @@ def _defer(engine, base, mask, q, pending, blocked, M, luts, norms, gains, mode,
         if (mask >> r) & 1:
             v = base + r
             x = scale * np.float64(sums[q, r])
-            lb = _lowered(combine(np.float32(low + x), zero, v, mode, zero, norms, gains,
-                                  distance_form), fc_max)
+            gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
+            norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
+            lb = _lowered(combine_factors(np.float32(low + x), zero, gain, norm,
+                                          norms.shape[0] > 0, mode, zero, distance_form), fc_max)
             if count[q] == rows.shape[1]:
                 _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_form,
                          heap_s, heap_i)
@@ -282,8 +287,9 @@ def _defer(engine, base, mask, q, pending, blocked, M, luts, norms, gains, mode,
             if lb > lb_s[q, 0]:  # the heap keeps where the row is held
                 heap_push(lb_s[q], lb_i[q], lb, n)
             rows[q, n] = v
-            upper[q, n] = _raised(combine(np.float32(high + x), zero, v, mode, zero, norms,
-                                          gains, distance_form), fc_max)
+            upper[q, n] = _raised(combine_factors(np.float32(high + x), zero, gain, norm,
+                                                  norms.shape[0] > 0, mode, zero,
+                                                  distance_form), fc_max)
             count[q] = n + 1
     params[3 * q + 2] = _lowered(max(lb_s[q, 0], heap_s[0]), fc_max)
 
@@ -309,8 +315,10 @@ def _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_
             if upper[q, i] >= max(lb_s[q, 0], heap_s[0]):
                 v = rows[q, i]
                 rows[q, i] = -1
-                s = combine(_exact_sum(engine, blocked, M, v, luts, q), zero, v, mode, zero,
-                            norms, gains, distance_form)
+                gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
+                norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
+                s = combine_factors(_exact_sum(engine, blocked, M, v, luts, q), zero, gain, norm,
+                                    norms.shape[0] > 0, mode, zero, distance_form)
                 # rows come out of scan order: a tie with the worst kept goes to the
                 # smaller id, as in a scan
                 if s > heap_s[0] or (s == heap_s[0] and v < heap_i[0]):

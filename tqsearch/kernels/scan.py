@@ -164,20 +164,30 @@ def coord_lut_sum(row, bits, lut):
 @njit(inline="always", fastmath=FASTMATH)
 def combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, distance_form):
     """Per-vector estimator: table sums and stored factors -> similarity."""
+    gain = np.float32(gains[v]) if gains.shape[0] > 0 else np.float32(0.0)
+    norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
+    return combine_factors(s_main, s_sign, gain, norm, norms.shape[0] > 0, mode, qjl_scale,
+                           distance_form)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def combine_factors(s_main, s_sign, gain, norm, has_norm, mode, qjl_scale, distance_form):
+    """:func:`combine` of a vector whose stored factors are loaded: ``gain``
+    (float32 of the stored uint16) and ``norm`` (used when ``has_norm``). Takes
+    no arrays, so per-row loops that call it touch no reference counts."""
     if mode == MODE_CORRECTED:
-        s = s_main * (np.float32(gains[v]) * np.float32(1.0 / GAIN_ONE))
+        s = s_main * (gain * np.float32(1.0 / GAIN_ONE))
     elif mode == MODE_QJL:
-        s = s_main + np.float32(gains[v]) * qjl_scale * s_sign
+        s = s_main + gain * qjl_scale * s_sign
     else:
         s = s_main
-    if norms.shape[0] > 0:
-        nv = norms[v]
+    if has_norm:
         if distance_form:
-            if nv < 0:
+            if norm < 0:
                 return np.float32(ZERO_VECTOR_SCORE)
-            s = nv * (np.float32(2.0) * s - nv)
+            s = norm * (np.float32(2.0) * s - norm)
         else:
-            s = s * nv
+            s = s * norm
     return s
 
 
