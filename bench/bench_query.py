@@ -9,8 +9,8 @@ for 2 and 4 bits per coordinate,
 * turbovec ``TurboQuantIndex(d, bits)`` (angular data with ``d % 8 == 0`` only),
 
 each timed on a batch of queries (QPS, after a warm-up) and on single queries
-(median latency), with recall@10 against the file's neighbours and the bytes
-stored per vector. One thread everywhere: ``faiss.omp_set_num_threads(1)``,
+(median latency), with recall@k (``--k``, default 10) against the file's
+neighbours and the bytes stored per vector. One thread everywhere: ``faiss.omp_set_num_threads(1)``,
 ``RAYON_NUM_THREADS=1`` set before turbovec is imported, numba threads 1; the
 ``cpu/wall`` column (process CPU time over wall time while searching) shows
 that each method did run on one core. A last column gives tqsearch's batch
@@ -173,6 +173,9 @@ def run_dataset(path, bits_list, nq, n_latency, repeat, k=10):
         xq = np.ascontiguousarray(f["test"][:nq], dtype=np.float32)
         gt = np.asarray(f["neighbors"][:nq])
         metric = METRICS[f.attrs["distance"]]
+    if gt.shape[1] < k:
+        raise SystemExit(f"{path}: its neighbours list {gt.shape[1]} ids a query, "
+                         f"fewer than k = {k}")
     n, d = xb.shape
     name = os.path.basename(path).rsplit(".", 1)[0]
     rows = []
@@ -209,14 +212,14 @@ def run_dataset(path, bits_list, nq, n_latency, repeat, k=10):
                     times[i] = time.perf_counter() - t0
                 res[m.name]["lat"] = min(res[m.name]["lat"], float(np.median(times)) * 1e3)
         rows.append((name, n, d, bits, methods, res))
-        print_table([rows[-1]], header=not rows[:-1])
+        print_table([rows[-1]], k, header=not rows[:-1])
     return rows
 
 
-def print_table(rows, header=True):
+def print_table(rows, k, header=True):
     if header:
         print("| data | bits | method | bytes/vec | QPS | QPS vs tq | nq=1 ms | ms vs tq "
-              "| R@10 | cpu/wall | tq 2 thr / 1 thr | tq memory / (n x code_size) |")
+              f"| R@{k} | cpu/wall | tq 2 thr / 1 thr | tq memory / (n x code_size) |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, _n, _d, bits, methods, res in rows:
         tq = res["tqsearch"]
@@ -238,7 +241,10 @@ def main(argv=None):
     p.add_argument("--latency", type=int, default=1000,
                    help="single queries timed for the median latency (default 1000)")
     p.add_argument("--repeat", type=int, default=3, help="rounds; the best is kept (default 3)")
+    p.add_argument("--k", type=int, default=10, help="neighbours a query (default 10)")
     args = p.parse_args(argv)
+    if args.k < 1:
+        p.error("--k must be at least 1")
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -246,7 +252,7 @@ def main(argv=None):
     bits = [int(b) for b in args.bits.split(",")]
     first = True
     for path in args.paths:
-        rows = run_dataset(path, bits, args.nq, args.latency, args.repeat)
+        rows = run_dataset(path, bits, args.nq, args.latency, args.repeat, args.k)
         if first:
             first = False
         del rows
