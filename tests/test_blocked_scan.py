@@ -207,10 +207,7 @@ def test_long_codes_holding_rows_equal_float_scan(bits, d, k):
     x, q = data(3000, d, 20, seed=5)
     index = tqsearch.TurboQuantIndex(d, bits, metric="l2")
     index.add(x)
-    for start, stop in [(0, 3000), (45, 2950)]:
-        for rows in (slice(0, 20), slice(0, 1)):
-            got = blocked_similarities(index, q[rows], k, start, stop, threads=1)
-            assert_same_up_to_near_ties(got, float_reference(index, q[rows], k, start, stop))
+    check_ranges_and_batches(index, q, k, assert_same_up_to_near_ties)
 
 
 @pytest.mark.parametrize("bits, d", [(2, 384), (4, 192)])
@@ -227,10 +224,16 @@ def test_held_rows_full_with_ties_equal_float_scan(bits, d):
     x = base[np.random.default_rng(8).permutation(np.arange(3000) % 4)]
     index = tqsearch.TurboQuantIndex(d, bits, metric="ip")
     index.add(x)
+    check_ranges_and_batches(index, q, k, assert_same)
+
+
+def check_ranges_and_batches(index, q, k, check):
+    """``check(blocked, float)`` results on one thread, for all 3,000 vectors and
+    a range of them, a batch of 20 queries and a single one."""
     for start, stop in [(0, 3000), (45, 2950)]:
         for rows in (slice(0, 20), slice(0, 1)):
             got = blocked_similarities(index, q[rows], k, start, stop, threads=1)
-            assert_same(got, float_reference(index, q[rows], k, start, stop))
+            check(got, float_reference(index, q[rows], k, start, stop))
 
 
 def assert_same_up_to_near_ties(got, ref):
