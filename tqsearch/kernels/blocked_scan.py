@@ -261,42 +261,49 @@ def _raised(score, fc_max):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _defer(engine, base, mask, q, pending, blocked, M, luts, norms, gains, mode, distance_form,
-           fc_max, params, heap_s, heap_i):
-    """Bound the rows of ``mask`` from both sides by their integer sums and keep them.
+def _defer(engine, base, in_range, o, width, masks, pending, blocked, M, luts, norms, gains, mode,
+           distance_form, fc_max, params, out_score, out_label, q0, c):
+    """Bound the rows that pass for queries ``o .. o + width - 1`` (``masks[q] &
+    in_range``) from both sides by their integer sums and keep them.
 
     ``pending = (sums, bounds, lb_s, lb_i, rows, upper, count)``: the block's
-    integer sums from the filter, the query's sum bounds (:func:`_prepare`), a
+    integer sums from the filter, the queries' sum bounds (:func:`_prepare`), a
     heap of the ``k`` best lower bounds (labelled with where their rows are
     held), the rows held with their upper bounds and how many. The ``k``-th
     lower bound is no larger than the ``k``-th best exact score, so it raises
     the filter's threshold like an exact score would, and only the rows whose
     upper bound reaches the final threshold are re-scored (:func:`_resolve`):
-    a few, instead of every row that once passed.
+    a few, instead of every row that once passed. One call takes all the
+    queries of a pass: its array arguments are bound once a block.
     """
     sums, bounds, lb_s, lb_i, rows, upper, count = pending
     zero = np.float32(0.0)
-    low, high, scale = bounds[q, 0], bounds[q, 1], bounds[q, 2]
-    for r in range(BLOCK):
-        if (mask >> r) & 1:
-            v = base + r
-            x = scale * np.float64(sums[q, r])
-            gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
-            norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
-            lb = _lowered(combine_factors(np.float32(low + x), zero, gain, norm,
-                                          norms.shape[0] > 0, mode, zero, distance_form), fc_max)
-            if count[q] == rows.shape[1]:
-                _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_form,
-                         heap_s, heap_i)
-            n = count[q]
-            if lb > lb_s[q, 0]:  # the heap keeps where the row is held
-                heap_push(lb_s[q], lb_i[q], lb, n)
-            rows[q, n] = v
-            upper[q, n] = _raised(combine_factors(np.float32(high + x), zero, gain, norm,
-                                                  norms.shape[0] > 0, mode, zero,
-                                                  distance_form), fc_max)
-            count[q] = n + 1
-    params[3 * q + 2] = _lowered(max(lb_s[q, 0], heap_s[0]), fc_max)
+    for q in range(o, o + width):
+        mask = masks[q] & in_range
+        if mask == 0:
+            continue
+        low, high, scale = bounds[q, 0], bounds[q, 1], bounds[q, 2]
+        for r in range(BLOCK):
+            if (mask >> r) & 1:
+                v = base + r
+                x = scale * np.float64(sums[q, r])
+                gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
+                norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
+                lb = _lowered(combine_factors(np.float32(low + x), zero, gain, norm,
+                                              norms.shape[0] > 0, mode, zero, distance_form),
+                              fc_max)
+                if count[q] == rows.shape[1]:
+                    _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode,
+                             distance_form, out_score[q0 + q, c], out_label[q0 + q, c])
+                n = count[q]
+                if lb > lb_s[q, 0]:  # the heap keeps where the row is held
+                    heap_push(lb_s[q], lb_i[q], lb, n)
+                rows[q, n] = v
+                upper[q, n] = _raised(combine_factors(np.float32(high + x), zero, gain, norm,
+                                                      norms.shape[0] > 0, mode, zero,
+                                                      distance_form), fc_max)
+                count[q] = n + 1
+        params[3 * q + 2] = _lowered(max(lb_s[q, 0], out_score[q0 + q, c, 0]), fc_max)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -378,15 +385,13 @@ if DOT_AVAILABLE:
                 continue
             base = b * BLOCK
             rows = _range_mask(base, start, stop)
+            if defer:
+                _defer(engine, base, rows, o, width, masks, pending, blocked, M, luts, norms,
+                       gains, mode, distance_form, fc_max, params, out_score, out_label, q0, c)
+                continue
             for g in range(o, o + width):
                 mask = masks[g] & rows
-                if mask == 0:
-                    continue
-                if defer:
-                    _defer(engine, base, mask, g, pending, blocked, M, luts, norms, gains, mode,
-                           distance_form, fc_max, params, out_score[q0 + g, c],
-                           out_label[q0 + g, c])
-                else:
+                if mask != 0:
                     _take(engine, blocked, M, base, mask, luts, g, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g, c],
                           out_label[q0 + g, c])
