@@ -47,6 +47,7 @@ from numba import njit, prange
 from ..config import FASTMATH
 from . import serial_twin, triplets
 from .books import book_lut
+from .borrow import borrowed, keep_alive
 from .dotscan import DOT_AVAILABLE, QUERIES_PER_PASS, dot_levels, prepare_dot
 from .fastscan import (
     BLOCK,
@@ -443,20 +444,31 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     ``out_label[q, c]``.
     """
     # table rows: nibbles, or coordinates for 3-bit codes (stored padded to whole steps)
+    # The loops below hand these arrays to inlined helpers once a block and once a
+    # row: borrowed views spare the atomic reference counting of each hand-over
+    # (.borrow); the arguments outlive the call, the arrays made here are kept
+    # alive to the end.
+    blocked, filter_norms, filter_gains = borrowed(blocked), borrowed(filter_norms), \
+        borrowed(filter_gains)
+    norms, gains, y = borrowed(norms), borrowed(gains), borrowed(y)
+    out_score, out_label = borrowed(out_score), borrowed(out_label)
     M = y.shape[1] if engine == ENGINE_DOT3 else blocked.shape[1] // 16
     k = out_score.shape[2]
     form = (form[0], form[1], form[2], form[3])  # scalars for the filter
-    luts = np.empty((n_queries, M, 16), dtype=np.float32)
-    luts_u8 = np.empty((n_queries, M, 16), dtype=np.uint8)
-    params = np.empty(3 * n_queries, dtype=np.float32)
+    luts_owner = np.empty((n_queries, M, 16), dtype=np.float32)
+    luts_u8_owner = np.empty((n_queries, M, 16), dtype=np.uint8)
+    params_owner = np.empty(3 * n_queries, dtype=np.float32)
+    luts, luts_u8, params = borrowed(luts_owner), borrowed(luts_u8_owner), borrowed(params_owner)
     groups = np.empty(n_queries, dtype=np.int64)
     vnni = engine != ENGINE_SHUFFLE
     octets = (n_queries // QUERIES_PER_PASS) * QUERIES_PER_PASS if vnni else 0
     singles = n_queries if vnni else 0  # the rest of the octets go one at a time
     dot = engine == ENGINE_DOT or engine == ENGINE_DOT3
-    weights = np.zeros((n_queries if dot else 0, -(-M // 4) * 4), dtype=np.int8)
-    biases = np.empty(n_queries, dtype=np.int32)
-    masks = np.empty(n_queries, dtype=np.int64)
+    weights_owner = np.zeros((n_queries if dot else 0, -(-M // 4) * 4), dtype=np.int8)
+    biases_owner = np.empty(n_queries, dtype=np.int32)
+    masks_owner = np.empty(n_queries, dtype=np.int64)
+    weights, biases = borrowed(weights_owner), borrowed(biases_owner)
+    masks = borrowed(masks_owner)
     levels = np.zeros(16, dtype=np.uint8)
     level_scale = 1.0
     # the int8 engines read a 16-entry codebook: 3-bit codes leave the upper 8 at zero
@@ -464,6 +476,8 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     if dot:
         book16[: centroids.shape[0]] = centroids
         levels, level_scale = dot_levels(book16)
+    levels_owner = levels
+    levels = borrowed(levels_owner)
     # 64-byte lookups add in 32 bits: tables may use all of 0 .. 255
     table_group = 1 if engine == ENGINE_PERM else TABLE_GROUP
     # Long codes: rows that pass are held and only those that can still be among
@@ -473,12 +487,16 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     defer = vnni and M >= (defer_from if books.shape[0] == 0 else 2 * defer_from)
     held = n_queries if defer else 0
     held_rows = min(max(HELD_ROWS, HELD_PER_RESULT * k), max(b1 - b0, 1) * BLOCK)
-    bounds = np.empty((n_queries, 3), dtype=np.float64)
-    lb_s = np.empty((held, k), dtype=np.float32)
-    lb_i = np.empty((held, k), dtype=np.int64)
-    pending = (np.empty((n_queries if vnni else 0, BLOCK), dtype=np.int32), bounds, lb_s, lb_i,
-               np.empty((held, held_rows), dtype=np.int64),
-               np.empty((held, held_rows), dtype=np.float32), np.zeros(held, dtype=np.int64))
+    bounds_owner = np.empty((n_queries, 3), dtype=np.float64)
+    lb_s_owner = np.empty((held, k), dtype=np.float32)
+    lb_i_owner = np.empty((held, k), dtype=np.int64)
+    sums_owner = np.empty((n_queries if vnni else 0, BLOCK), dtype=np.int32)
+    rows_owner = np.empty((held, held_rows), dtype=np.int64)
+    upper_owner = np.empty((held, held_rows), dtype=np.float32)
+    count_owner = np.zeros(held, dtype=np.int64)
+    bounds, lb_s, lb_i = borrowed(bounds_owner), borrowed(lb_s_owner), borrowed(lb_i_owner)
+    pending = (borrowed(sums_owner), bounds, lb_s, lb_i, borrowed(rows_owner),
+               borrowed(upper_owner), borrowed(count_owner))
     for g in range(n_queries):
         heap_init(out_score[q0 + g, c], out_label[q0 + g, c])
         if g < held:
@@ -539,6 +557,9 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     for g in range(held):
         _resolve(engine, g, pending, blocked, M, luts, norms, gains, mode, distance_form,
                  out_score[q0 + g, c], out_label[q0 + g, c])
+    keep_alive((luts_owner, luts_u8_owner, params_owner, weights_owner, biases_owner,
+                masks_owner, levels_owner, bounds_owner, lb_s_owner, lb_i_owner, sums_owner,
+                rows_owner, upper_owner, count_owner))
 
 
 @njit(parallel=True, cache=True)
