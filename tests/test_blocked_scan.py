@@ -169,7 +169,7 @@ def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks, bits, d):
     # tile). Every engine: byte shuffles two queries a pass; where the CPU has
     # VNNI, eight queries a pass of 64-byte table lookups (1 and 2 bits) or int8
     # dot products (4 bits). d = 26 and 30: the last step of sub-codes is partial.
-    from tqsearch.kernels.blocked_scan import GROUP_QUERIES, scan_blocked_topk
+    from tqsearch.kernels.blocked_scan import ENGINE_SHUFFLE, GROUP_QUERIES, scan_blocked_topk
 
     x, q = data(300, d, 2 * GROUP_QUERIES + 5, seed=11)
     index = tqsearch.TurboQuantIndex(d, bits, metric="l2")
@@ -178,11 +178,13 @@ def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks, bits, d):
     y, _, _ = codec.prepare_queries(q)
     k = 7
     for engine in _engines(codec.index_bits, codec.tables[1]):
+        # the byte shuffles read canonical steps; the VNNI engines the stored order
+        codes = store.canonical_codes() if engine == ENGINE_SHUFFLE else store.codes
         for start, stop in [(0, 300), (37, 251)]:
             out_s = np.empty((len(q), 1, k), dtype=np.float32)
             out_i = np.empty((len(q), 1, k), dtype=np.int64)
             fields = index._filter_fields()
-            scan_blocked_topk(store.codes, start, stop, *fields, store.field("norms"),
+            scan_blocked_topk(codes, start, stop, *fields, store.field("norms"),
                               store.field("gains"), y, codec.centroids, codec.index_bits,
                               *codec.tables, codec.mode, codec.distance_form, 1, True,
                               tile_blocks, engine, out_s, out_i)

@@ -83,6 +83,23 @@ def _all_nibbles(blocked, n, M):
     return out
 
 
+@pytest.mark.parametrize("M", [1, 4, 5, 8, 13, 26])
+def test_vector_steps_round_trip_and_positions(M):
+    # Full 64-byte steps regrouped per vector (byte 4 L + t <- byte 16 t + L), a
+    # last partial step left canonical; nibble_at reads either order.
+    rng = np.random.default_rng(M)
+    nibbles = rng.integers(0, 16, (70, M)).astype(np.uint8)
+    canonical = fastscan.pack_blocked(nibbles)
+    regrouped = fastscan.to_vector_steps(canonical.copy())
+    if M >= 4:
+        step = canonical[0, :64]
+        assert regrouped[0, 4 * 3 + 2] == step[16 * 2 + 3]
+    np.testing.assert_array_equal(regrouped[:, 64 * (M // 4):], canonical[:, 64 * (M // 4):])
+    np.testing.assert_array_equal(fastscan.to_canonical_steps(regrouped.copy()), canonical)
+    got = np.array([[nibble_at(regrouped, M, v, m, True) for m in range(M)] for v in range(70)])
+    np.testing.assert_array_equal(got, nibbles)
+
+
 def test_nibble_at_reads_every_subcode():
     nibbles, _ = random_case(77, 9, 255, seed=3)
     blocked = fastscan.pack_blocked(nibbles)
@@ -443,7 +460,7 @@ def test_dot_filter_masks_equal_integer_dot_products(M, stored):
     rng = np.random.default_rng(M)
     n = 96
     nibbles = rng.integers(0, 16, (n, M)).astype(np.uint8)
-    blocked = fastscan.pack_blocked(nibbles)
+    blocked = fastscan.to_vector_steps(fastscan.pack_blocked(nibbles))  # as stores keep it
     weights = np.zeros((8, -(-M // 4) * 4), np.int8)
     weights[:, :M] = rng.integers(-127, 128, (8, M))
     levels = rng.integers(1, 256, 16).astype(np.uint8)
@@ -491,7 +508,7 @@ def test_perm_filter_masks_equal_table_sums(M, stored):
     nibbles[:5] = 15
     luts = rng.integers(0, 256, (8, M, 16)).astype(np.uint8)
     luts[:, :, 15] = 255  # the largest sums: nothing wraps
-    blocked = fastscan.pack_blocked(nibbles)
+    blocked = fastscan.to_vector_steps(fastscan.pack_blocked(nibbles))  # as stores keep it
     sums = np.stack([reference_sums(luts[q], nibbles) for q in range(8)]).astype(np.float32)
     norms, gains, form, fa, fc = _row_factors(n, stored, M)
     offset, scale = np.float32(-100.0), np.float32(0.5)

@@ -270,3 +270,28 @@ def test_unpadded_factors_of_earlier_files_are_padded_on_load():
     other.is_trained = True
     other._store.load(trimmed, 70)
     np.testing.assert_array_equal(other.search(q, 5)[1], index.search(q, 5)[1])
+
+
+@pytest.mark.parametrize("bits, d", [(2, 30), (4, 24)])
+def test_codes_in_the_other_step_order_are_regrouped_on_load(bits, d):
+    # Blocked codes are stored with full steps regrouped per vector where the VNNI
+    # engines scan them, canonical elsewhere (and in format v1 files): loading
+    # codes of the other order regroups a copy (d = 30 at 2 bits: a partial step).
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((100, d)).astype(np.float32)
+    q = rng.standard_normal((5, d)).astype(np.float32)
+    index = tqsearch.TurboQuantIndex(d, bits, metric="l2")
+    index.add(x)
+    store = index._store
+    state = store.state()
+    canonical = store.canonical_codes()
+    for order_here in (False, True):
+        other = tqsearch.TurboQuantIndex(d, bits, metric="l2")
+        other.codec.mean = index.codec.mean
+        other.is_trained = True
+        other._store.vector_steps = order_here
+        for stored_vector, codes in ((False, canonical), (store.vector_steps, state["codes"])):
+            other._store.load({**state, "codes": codes}, 100, "blocked", stored_vector)
+            np.testing.assert_array_equal(other._store.canonical_codes(), canonical)
+            if order_here == store.vector_steps:
+                np.testing.assert_array_equal(other.search(q, 5)[1], index.search(q, 5)[1])

@@ -37,7 +37,9 @@ __all__ = ["write_index", "read_index", "IndexFormatError", "FORMAT_VERSION"]
 
 MAGIC = b"TQSEARCH"
 TRAILER_MAGIC = b"TQSEND\0\0"
-FORMAT_VERSION = 1
+# 2: "blocked" codes may be stored with their full steps regrouped per vector
+# (header parameter "vector_steps"); version 1 files are read as canonical
+FORMAT_VERSION = 2
 _ALIGN = 64
 _PREFIX = struct.Struct("<8sII")
 _TRAILER = struct.Struct("<8sQII")
@@ -67,7 +69,7 @@ def write_index(index: TurboQuantIndex, path) -> None:
             "rotation": index.rotation, "seed": index.seed, "estimator": index.estimator,
             "keep_vectors": index.keep_vectors, "ntotal": index.ntotal,
             "center": index.center, "trained": index.is_trained,
-            "layout": index._store.layout,
+            "layout": index._store.layout, "vector_steps": index._store.vector_steps,
         },
         "arrays": [],
     }
@@ -215,7 +217,9 @@ def _index_from(params, arrays, path) -> TurboQuantIndex:
     except (KeyError, ValueError, TypeError) as exc:
         raise IndexFormatError(f"{path} has an inconsistent header: {exc}") from None
     try:
-        index._store.load(store, ntotal, params.get("layout"))
+        # version 1 files hold "blocked" codes in canonical step order
+        index._store.load(store, ntotal, params.get("layout"),
+                          bool(params.get("vector_steps", False)))
     except ValueError as exc:
         raise IndexFormatError(f"{path}: {exc}") from None
     return index

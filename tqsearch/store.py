@@ -7,7 +7,11 @@
 fast-scan layout of :mod:`tqsearch.kernels.fastscan`, uint8 (ceil(n / 32),
 16 * M) with ``M = ceil(d * bits / 4)`` nibbles per vector: the same bytes as
 packed rows (plus padding of the last block), laid out so that a SIMD byte
-shuffle scores 32 vectors per table lookup.
+shuffle scores 32 vectors per table lookup. Where the VNNI engines scan them
+(``fastscan.VECTOR_STEPS``), the full 64-byte steps of each block are kept
+regrouped per vector (``vector_steps``; :func:`tqsearch.kernels.fastscan.to_vector_steps`),
+which spares those engines a shuffle per step; files record the order and are
+converted on reading where it differs.
 
 ``"triplets"``: for 3 bits per coordinate without QJL, ``codes`` is the layout
 of :mod:`tqsearch.kernels.triplets`, uint8 (ceil(n / 32), 12 * D4) with ``D4``
@@ -61,6 +65,7 @@ class CodeStore:
     def __init__(self, codec: TurboQuantCodec, keep_vectors=None):
         self.codec = codec
         self.layout = layout_for(codec)
+        self.vector_steps = self.layout == "blocked" and fastscan.VECTOR_STEPS
         self.nibbles = (codec.d * codec.index_bits + 3) // 4
         self.n = 0
         if self.layout == "blocked":
@@ -130,8 +135,17 @@ class CodeStore:
         """Write a batch of codes for vectors ``at .. at + len(batch) - 1`` (space reserved)."""
         n = batch.codes.shape[0]
         coded_in_place = batch.codes.shape[1] == 0  # see block_target
-        if self.layout == "blocked" and not coded_in_place:
-            fastscan.scatter_rows(batch.codes, at, self.arrays["codes"])
+        if self.layout == "blocked":
+            # codes arrive in canonical order (scattered here, or coded in place into
+            # fresh blocks); blocks shared with earlier vectors are regrouped back first
+            codes = self.arrays["codes"]
+            first, last = at // fastscan.BLOCK, fastscan.n_blocks(at + n)
+            if not coded_in_place:
+                if self.vector_steps:
+                    fastscan.to_canonical_steps(codes, first, last)
+                fastscan.scatter_rows(batch.codes, at, codes)
+            if self.vector_steps:
+                fastscan.to_vector_steps(codes, first, last)
         elif self.layout == "triplets":
             triplets.scatter_rows(batch.codes, at, self.arrays["codes"], self.codec.d)
         elif self.layout == "rows":
@@ -148,7 +162,8 @@ class CodeStore:
         """Codes of vectors ``start .. stop - 1`` as packed rows (a copy for block layouts)."""
         if self.layout == "blocked":
             b0, b1 = start // fastscan.BLOCK, fastscan.n_blocks(stop)
-            nib = fastscan.unpack_blocked(self.codes[b0:b1], stop - b0 * fastscan.BLOCK,
+            blocks = self.canonical_codes(b0, b1)
+            nib = fastscan.unpack_blocked(blocks, stop - b0 * fastscan.BLOCK,
                                           self.nibbles)[start - b0 * fastscan.BLOCK:]
             if nib.shape[1] % 2:
                 nib = np.concatenate([nib, np.zeros((nib.shape[0], 1), np.uint8)], axis=1)
@@ -161,6 +176,13 @@ class CodeStore:
         return EncodedBatch(codes, self.field("norms", start, stop),
                             self.field("gains", start, stop))
 
+    def canonical_codes(self, first: int = 0, last: int | None = None) -> np.ndarray:
+        """Blocks ``first .. last - 1`` of the "blocked" codes in canonical step order
+        (as :func:`tqsearch.kernels.fastscan.pack_blocked` lays them out): a view when
+        stored so, else a regrouped copy."""
+        blocks = self.codes[first:last]
+        return fastscan.to_canonical_steps(blocks.copy()) if self.vector_steps else blocks
+
     def field(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows of a per-vector field, or an empty array if the codec does not store it."""
         if name not in self.arrays:
@@ -172,11 +194,14 @@ class CodeStore:
         """Arrays trimmed to the stored vectors (and their padding), for writing."""
         return {name: arr[: self._length(name, self.n)] for name, arr in self.arrays.items()}
 
-    def load(self, arrays: dict[str, np.ndarray], n: int, layout: str | None = None) -> None:
+    def load(self, arrays: dict[str, np.ndarray], n: int, layout: str | None = None,
+             vector_steps: bool | None = None) -> None:
         """Adopt arrays read from a file (possibly memory-mapped) holding ``n`` vectors.
 
         ``layout`` is the file's (default: this store's); 3-bit codes written as
-        "rows" (before the "triplets" layout existed) are converted.
+        "rows" (before the "triplets" layout existed) are converted. ``vector_steps``
+        is the file's step order of "blocked" codes (default: this store's); codes in
+        the other order are regrouped into a copy.
         """
         if set(arrays) != set(self.arrays):
             raise ValueError(f"stored arrays {sorted(arrays)} do not match the index "
@@ -193,6 +218,11 @@ class CodeStore:
         elif layout != self.layout:
             raise ValueError(f"code layout {layout!r} does not match this version's "
                              f"{self.layout!r} for these parameters")
+        if vector_steps is not None and self.layout == "blocked" \
+                and bool(vector_steps) != self.vector_steps:
+            codes = np.array(arrays["codes"], dtype=np.uint8, order="C")
+            regroup = fastscan.to_vector_steps if self.vector_steps else fastscan.to_canonical_steps
+            arrays = {**arrays, "codes": regroup(codes)}
         adopted = {}
         for name, arr in arrays.items():
             expected = self.arrays[name].shape[1:]

@@ -155,23 +155,27 @@ def filter_fields(norms, gains, n, mode, distance_form):
 # Not inlined, and without fast-math: the sum's order of additions is fixed, so every
 # caller (serial or threaded, any batch size) gets the same float32 result.
 @njit(cache=True)
-def _nibble_sum(blocked, M, v, luts, q):
+def _nibble_sum(blocked, M, v, luts, q, vector_steps):
     """Float table sum of vector ``v`` as four interleaved partial sums: independent
-    adds, not one chain of ``M`` dependent ones."""
+    adds, not one chain of ``M`` dependent ones. ``vector_steps``: the block's full
+    steps are regrouped per vector (:func:`.fastscan.to_vector_steps`)."""
     r = v & (BLOCK - 1)
     p = 2 * (r & 7) + ((r >> 3) & 1)  # as in nibble_at
     shift = 4 * (r >> 4)
     row = blocked[v // BLOCK]
     lut = luts[q]
+    # sub-code m + i of a full step: byte at + stride * i
+    at, stride = (4 * p, 1) if vector_steps else (p, 16)
     a0 = a1 = a2 = a3 = np.float32(0.0)
     m = 0
     while m + 4 <= M:
-        a0 += lut[m, (row[16 * m + p] >> shift) & 15]
-        a1 += lut[m + 1, (row[16 * m + 16 + p] >> shift) & 15]
-        a2 += lut[m + 2, (row[16 * m + 32 + p] >> shift) & 15]
-        a3 += lut[m + 3, (row[16 * m + 48 + p] >> shift) & 15]
+        base = 16 * m + at
+        a0 += lut[m, (row[base] >> shift) & 15]
+        a1 += lut[m + 1, (row[base + stride] >> shift) & 15]
+        a2 += lut[m + 2, (row[base + 2 * stride] >> shift) & 15]
+        a3 += lut[m + 3, (row[base + 3 * stride] >> shift) & 15]
         m += 4
-    while m < M:
+    while m < M:  # a last partial step is canonical
         a0 += lut[m, (row[16 * m + p] >> shift) & 15]
         m += 1
     return (a0 + a1) + (a2 + a3)
@@ -179,11 +183,12 @@ def _nibble_sum(blocked, M, v, luts, q):
 
 @njit(inline="always")
 def _exact_sum(engine, blocked, M, v, luts, q):
-    """Float table sum of vector ``v``'s ``M`` codes, in a fixed order: from nibbles,
-    or from the 3-bit layout of :mod:`.triplets` when the engine scans it."""
+    """Float table sum of vector ``v``'s ``M`` codes, in a fixed order: from nibbles
+    (full steps regrouped per vector for the VNNI engines), or from the 3-bit layout
+    of :mod:`.triplets` when the engine scans it."""
     if engine == ENGINE_DOT3:
         return triplets.exact_sum(blocked, M, v, luts, q)
-    return _nibble_sum(blocked, M, v, luts, q)
+    return _nibble_sum(blocked, M, v, luts, q, engine != ENGINE_SHUFFLE)
 
 
 @njit(inline="always")

@@ -235,6 +235,59 @@ def scatter_rows(rows, start, blocked):
                 blocked[b, 16 * m + p] |= np.uint8(nib << shift)
 
 
+#: Whether stores on this machine keep the full steps of their blocks regrouped per
+#: vector (:func:`to_vector_steps`): where the VNNI engines scan them, which then need
+#: no regrouping shuffle per step (single queries at 4 bits ~25 % faster, 2-bit
+#: batches ~15 %). The byte-shuffle engine reads the canonical order.
+VECTOR_STEPS = DOT_AVAILABLE
+
+
+@njit(cache=True)
+def _regroup_steps(blocked, first, last, to_vector):
+    """Regroup the full 64-byte steps of blocks ``first .. last - 1`` in place:
+    byte ``4 L + t`` of a vector-ordered step is byte ``16 t + L`` of the canonical
+    one (``t`` the sub-code within the step, ``L`` the position), so that each
+    32-bit lane holds the four sub-codes of one pair of vectors."""
+    M = blocked.shape[1] // 16
+    tmp = np.empty(64, dtype=np.uint8)
+    for b in range(first, last):
+        row = blocked[b]
+        for step in range(M // 4):
+            at = 64 * step
+            for i in range(64):
+                tmp[i] = row[at + i]
+            for t in range(4):
+                for L in range(16):
+                    if to_vector:
+                        row[at + 4 * L + t] = tmp[16 * t + L]
+                    else:
+                        row[at + 16 * t + L] = tmp[4 * L + t]
+
+
+def to_vector_steps(blocked, first=0, last=None):
+    """Regroup blocks ``first .. last - 1`` of canonical blocked codes (as
+    :func:`pack_blocked` lays them out) per vector, in place; a last partial step
+    (``M % 4`` sub-codes) stays canonical. Returns ``blocked``."""
+    _regroup_steps(blocked, first, blocked.shape[0] if last is None else last, True)
+    return blocked
+
+
+def to_canonical_steps(blocked, first=0, last=None):
+    """Inverse of :func:`to_vector_steps`, in place. Returns ``blocked``."""
+    _regroup_steps(blocked, first, blocked.shape[0] if last is None else last, False)
+    return blocked
+
+
+@njit(inline="always")
+def nibble_position(M, r, m, vector_steps):
+    """Byte of a block holding sub-code ``m`` of its vector ``r`` (the nibble is
+    the high one from ``r = 16`` on), in canonical or vector-ordered steps."""
+    p = 2 * (r & 7) + ((r >> 3) & 1)
+    if vector_steps and m < M - M % 4:
+        return 64 * (m >> 2) + 4 * p + (m & 3)
+    return 16 * m + p
+
+
 def _check_blocked(blocked, n, M):
     if not isinstance(blocked, np.ndarray) or blocked.dtype != np.uint8 or blocked.ndim != 2:
         raise TypeError("blocked must be a 2-D uint8 array from pack_blocked()")
@@ -248,25 +301,25 @@ def _check_blocked(blocked, n, M):
 
 
 @njit(inline="always", cache=True)
-def nibble_at(blocked, M, v, m):
+def nibble_at(blocked, M, v, m, vector_steps=False):
     """Sub-code ``m`` of vector ``v``, read from the blocked layout.
 
     Parameters
     ----------
     blocked : uint8 (nblocks, 16 * M)
     M : int
-        Sub-codes per vector (kept for symmetry with the scanners; the row length of
-        ``blocked`` already encodes it).
+        Sub-codes per vector.
     v, m : int
         Vector and sub-code index; not bounds-checked beyond Numba's own indexing.
+    vector_steps : bool
+        The full steps are regrouped per vector (:func:`to_vector_steps`).
 
     Returns
     -------
     int, 0..15
     """
     r = v & (BLOCK - 1)
-    p = 2 * (r & 7) + ((r >> 3) & 1)
-    byte = blocked[v // BLOCK, 16 * m + p]
+    byte = blocked[v // BLOCK, nibble_position(M, r, m, vector_steps)]
     return (byte >> (4 * (r >> 4))) & 15
 
 

@@ -731,13 +731,14 @@ def make_dot_filter_intrinsic(nq):
           params, masks, sums) -> int64
 
     ``blocked`` holds 4-bit codes in the fast-scan layout (one coordinate per
-    nibble); ``weights`` is C-contiguous int8 (nq_total, 4 * ceil(M / 4)), the
-    queries quantized per coordinate, zero beyond ``M``; ``levels`` is C-contiguous uint8 (16,),
-    the codebook quantized to int8 plus 128; ``biases`` is int32 (nq_total,),
-    ``128 * sum(weights[q])``. The code bytes are regrouped four coordinates per
-    vector (``vpermb``) and each nibble half goes through ``levels`` (``vpermb``),
-    both shared by all queries; per query they are multiplied with the weights
-    (``vpdpbusd``), giving the integer sum
+    nibble), its full steps regrouped per vector (:func:`.fastscan.to_vector_steps`:
+    a 32-bit lane holds four coordinates of one vector; a last partial step is
+    regrouped here by a ``vpermb``); ``weights`` is C-contiguous int8 (nq_total,
+    4 * ceil(M / 4)), the queries quantized per coordinate, zero beyond ``M``;
+    ``levels`` is C-contiguous uint8 (16,), the codebook quantized to int8 plus
+    128; ``biases`` is int32 (nq_total,), ``128 * sum(weights[q])``. Each nibble
+    half goes through ``levels`` (``vpermb``), shared by all queries; per query
+    the levels are multiplied with the weights (``vpdpbusd``), giving the integer sum
     ``S = sum_j (levels[code_j] - 128) * weights[q, j]``. The row
     test is then :func:`emit_row_filter` with ``params[3 q : 3 q + 3]`` and the
     factors of :func:`emit_row_factors` (``norms``, ``gains``, ``form`` as in
@@ -773,8 +774,10 @@ def make_dot_filter_intrinsic(nq):
 
             def add_step(step, c, valid, chain=0):
                 """Dot products of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
-                sub-codes read as code 0, whose weights are zero."""
-                c = permb(c, to_vector_major)  # one regrouping serves both nibbles
+                sub-codes read as code 0, whose weights are zero. Full steps are stored
+                regrouped per vector; a last partial one is regrouped here."""
+                if valid is not None:
+                    c = permb(c, to_vector_major)  # one regrouping serves both nibbles
                 # vpermb reads six index bits and the table repeats every 16 bytes,
                 # so neither half needs its other bits cleared
                 high = builder.bitcast(builder.lshr(builder.bitcast(c, v32i16), shift4), v64i8)
@@ -873,10 +876,11 @@ def make_perm_filter_intrinsic(nq):
         f(blocked, block_index, M, luts, q0, norms, gains, form, params, masks,
           sums) -> int64
 
-    ``blocked`` and ``luts`` as in :func:`make_block_intrinsic` (any nibble tables:
+    ``blocked`` as in :func:`make_dot_filter_intrinsic` (full steps regrouped per
+    vector) and ``luts`` as in :func:`make_block_intrinsic` (any nibble tables:
     1-, 2- or 4-bit fields, nibble codebooks). Each 64-byte step of codes (four
-    sub-codes) is regrouped once, shared by all queries, so that each 32-bit lane
-    holds the four sub-codes of one vector (``vpermb``); per query, one
+    sub-codes) has each 32-bit lane holding the four sub-codes of one vector (as
+    stored; a last partial step is regrouped here by a ``vpermb``); per query, one
     ``vpermb`` per nibble half looks every byte up in the step's 64 table bytes
     (index ``16 t + nibble`` for sub-code ``t``), and ``vpdpbusd`` against ones
     adds the four results into the lane's 32-bit sum. Tables may use all of
@@ -915,8 +919,10 @@ def make_perm_filter_intrinsic(nq):
 
             def add_step(step, c, valid):
                 """Table sums of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
-                sub-codes read table bytes loaded as zero."""
-                c = permb(c, to_vector_major)
+                sub-codes read table bytes loaded as zero. Full steps are stored
+                regrouped per vector; a last partial one is regrouped here."""
+                if valid is not None:
+                    c = permb(c, to_vector_major)
                 index = (builder.or_(builder.and_(c, _splat(_i8, 64, 0x0F)), table_of_byte),
                          builder.or_(builder.lshr(c, _splat(_i8, 64, 4)), table_of_byte))
                 off = builder.mul(step, c64(64))
