@@ -242,39 +242,41 @@ def scatter_rows(rows, start, blocked):
 VECTOR_STEPS = DOT_AVAILABLE
 
 
-@njit(cache=True)
-def _regroup_steps(blocked, first, last, to_vector):
+# byte i of a vector-ordered step is byte _VECTOR_STEP[i] of the canonical one
+_VECTOR_STEP = np.array([16 * (i % 4) + i // 4 for i in range(64)], dtype=np.int64)
+_CANONICAL_STEP = np.argsort(_VECTOR_STEP)
+
+
+@njit(parallel=True, cache=True)
+def _regroup_steps(blocked, first, last, source):
     """Regroup the full 64-byte steps of blocks ``first .. last - 1`` in place:
-    byte ``4 L + t`` of a vector-ordered step is byte ``16 t + L`` of the canonical
-    one (``t`` the sub-code within the step, ``L`` the position), so that each
-    32-bit lane holds the four sub-codes of one pair of vectors."""
-    M = blocked.shape[1] // 16
-    tmp = np.empty(64, dtype=np.uint8)
-    for b in range(first, last):
+    byte ``i`` of a step becomes its byte ``source[i]`` (:data:`_VECTOR_STEP`:
+    byte ``4 L + t`` of a vector-ordered step is byte ``16 t + L`` of the
+    canonical one, ``t`` the sub-code within the step and ``L`` the position, so
+    that each 32-bit lane holds the four sub-codes of one pair of vectors)."""
+    full = 64 * (blocked.shape[1] // 64)
+    for b in prange(first, last):
         row = blocked[b]
-        for step in range(M // 4):
-            at = 64 * step
+        tmp = np.empty(64, dtype=np.uint8)
+        for at in range(0, full, 64):
             for i in range(64):
-                tmp[i] = row[at + i]
-            for t in range(4):
-                for L in range(16):
-                    if to_vector:
-                        row[at + 4 * L + t] = tmp[16 * t + L]
-                    else:
-                        row[at + 16 * t + L] = tmp[4 * L + t]
+                tmp[i] = row[at + source[i]]
+            for i in range(64):
+                row[at + i] = tmp[i]
 
 
 def to_vector_steps(blocked, first=0, last=None):
     """Regroup blocks ``first .. last - 1`` of canonical blocked codes (as
     :func:`pack_blocked` lays them out) per vector, in place; a last partial step
     (``M % 4`` sub-codes) stays canonical. Returns ``blocked``."""
-    _regroup_steps(blocked, first, blocked.shape[0] if last is None else last, True)
+    _regroup_steps(blocked, first, blocked.shape[0] if last is None else last, _VECTOR_STEP)
     return blocked
 
 
 def to_canonical_steps(blocked, first=0, last=None):
     """Inverse of :func:`to_vector_steps`, in place. Returns ``blocked``."""
-    _regroup_steps(blocked, first, blocked.shape[0] if last is None else last, False)
+    _regroup_steps(blocked, first, blocked.shape[0] if last is None else last,
+                   _CANONICAL_STEP)
     return blocked
 
 
