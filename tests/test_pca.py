@@ -138,6 +138,8 @@ def test_search_scores_are_decoded_inner_products(synthetic, monkeypatch, metric
     if engine == "shuffle":
         from tqsearch.kernels.blocked_scan import ENGINE_SHUFFLE
         monkeypatch.setattr("tqsearch.index.scan_engine", lambda bits, books: ENGINE_SHUFFLE)
+        # stores regroup steps only for the VNNI engines
+        monkeypatch.setattr("tqsearch.kernels.fastscan.VECTOR_STEPS", False)
     ds = synthetic(d=37, nb=400, nq=6)
     index = build(ds.xb, bits=bits, metric=metric, center=center, seed=3)
     assert index.code_size == -(-37 * bits // 8) + 4 * (metric != "cosine" or center) + 2

@@ -13,7 +13,6 @@ from .codec import ESTIMATORS, METRICS, make_codec
 from .config import ADD_CHUNK
 from .kernels.blocked_scan import (
     ENGINE_DOT3,
-    ENGINE_SHUFFLE,
     filter_fields,
     scan_blocked_topk,
     scan_blocked_topk_serial,
@@ -136,7 +135,6 @@ class TurboQuantIndex:
         self.is_trained = not self.codec.needs_training
         self._store = CodeStore(self.codec, keep_vectors)
         self._scan_cache = None
-        self._canonical_cache = None
         self.n_threads = None
 
     # -- properties ----------------------------------------------------------
@@ -375,7 +373,7 @@ class TurboQuantIndex:
         D = np.empty((nq, k), dtype=np.float32)
         I = np.empty((nq, k), dtype=np.int64)
         fields, tables, tiles, query = self._scan_inputs()
-        if not search_serial(xq, *query, self._scanned_codes(), start, stop, *fields, *tables,
+        if not search_serial(xq, *query, self._store.codes, start, stop, *fields, *tables,
                              *tiles, self._to_metric(False),
                              self.codec.center and self.codec.metric == "cosine", D, I):
             return None
@@ -402,8 +400,7 @@ class TurboQuantIndex:
         if stop > start and self._scans_blocks():
             grouped = nq >= 2 * threads
             fields, tables, tiles, _ = self._scan_inputs()
-            args = (self._scanned_codes(), start, stop, *fields, y, *tables, n_chunks, grouped,
-                    *tiles,
+            args = (store.codes, start, stop, *fields, y, *tables, n_chunks, grouped, *tiles,
                     out_s, out_i)
             if threads == 1 or nq * n_chunks == 1:
                 scan_blocked_topk_serial(*args)  # no thread-pool launch for one task
@@ -452,19 +449,6 @@ class TurboQuantIndex:
             )
             cached = (store.n, key, inputs)
             self._scan_cache = cached
-        return cached[2]
-
-    def _scanned_codes(self):
-        """The codes as the chosen engine reads them: as stored, or a canonical copy
-        (cached) for the byte-shuffle engine where the store regroups steps per vector
-        for the VNNI engines."""
-        store = self._store
-        if not (store.vector_steps and self._scan_inputs()[2][1] == ENGINE_SHUFFLE):
-            return store.codes
-        cached = self._canonical_cache
-        if cached is None or cached[0] is not store.codes or cached[1] != store.n:
-            cached = (store.codes, store.n, store.canonical_codes())
-            self._canonical_cache = cached
         return cached[2]
 
     def _filter_fields(self):
