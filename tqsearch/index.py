@@ -372,10 +372,8 @@ class TurboQuantIndex:
         nq = xq.shape[0]
         D = np.empty((nq, k), dtype=np.float32)
         I = np.empty((nq, k), dtype=np.int64)
-        fields, tables, tiles, query = self._scan_inputs()
-        if not search_serial(xq, *query, self._store.codes, start, stop, *fields, *tables,
-                             *tiles, self._to_metric(False),
-                             self.codec.center and self.codec.metric == "cosine", D, I):
+        before, after = self._scan_inputs()[4]
+        if not search_serial(xq, *before, start, stop, *after, D, I):
             return None
         return D, I
 
@@ -399,7 +397,7 @@ class TurboQuantIndex:
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
         if stop > start and self._scans_blocks():
             grouped = nq >= 2 * threads
-            fields, tables, tiles, _ = self._scan_inputs()
+            fields, tables, tiles = self._scan_inputs()[:3]
             args = (store.codes, start, stop, *fields, y, *tables, n_chunks, grouped, *tiles,
                     out_s, out_i)
             if threads == 1 or nq * n_chunks == 1:
@@ -425,31 +423,35 @@ class TurboQuantIndex:
         """The blocked scan's arguments that depend on the index alone, cached until
         the stored vectors change (the filter's constants take a pass over the norms).
 
-        Returns ``(fields, tables, tiles, query)``: the candidate filter's
+        Returns ``(fields, tables, tiles, query, serial)``: the candidate filter's
         inputs (:func:`filter_fields`) and the stored norms and gains; what the
         query tables are built from; the tile size and the scan engine
-        (:func:`scan_engine`); how queries are prepared (for :meth:`_search_serial`).
+        (:func:`scan_engine`); how queries are prepared; and the arguments of
+        :meth:`_search_serial`'s compiled call before and after ``start, stop``.
         """
         store, codec = self._store, self.codec
-        key = (store.codes, store.arrays.get("norms"), store.arrays.get("gains"))
+        arrays = store.arrays
+        codes, norms, gains = store.codes, arrays.get("norms"), arrays.get("gains")
         cached = self._scan_cache
-        if (cached is None or cached[0] != store.n
-                or any(a is not b for a, b in zip(cached[1], key, strict=True))):
-            norms, gains = store.field("norms"), store.field("gains")
-            coords, books = codec.tables
-            inputs = (
-                (*filter_fields(norms, gains, store.n, codec.mode, codec.distance_form),
-                 norms, gains),
-                (codec.centroids, codec.index_bits, coords, books, codec.mode,
-                 codec.distance_form),
-                (tile_blocks_for(store.codes),
-                 scan_engine(codec.index_bits, books)),
-                (codec.metric == "cosine", codec.mean if codec.center else _NO_MEAN,
-                 *codec.rotation.query_args()),
-            )
-            cached = (store.n, key, inputs)
-            self._scan_cache = cached
-        return cached[2]
+        # a single query pays for this check: plain identity tests, no loops
+        if (cached is not None and cached[0] == store.n and cached[1] is codes
+                and cached[2] is norms and cached[3] is gains):
+            return cached[4]
+        norms_f, gains_f = store.field("norms"), store.field("gains")
+        coords, books = codec.tables
+        fields = (*filter_fields(norms_f, gains_f, store.n, codec.mode, codec.distance_form),
+                  norms_f, gains_f)
+        tables = (codec.centroids, codec.index_bits, coords, books, codec.mode,
+                  codec.distance_form)
+        tiles = (tile_blocks_for(codes), scan_engine(codec.index_bits, books))
+        query = (codec.metric == "cosine", codec.mean if codec.center else _NO_MEAN,
+                 *codec.rotation.query_args())
+        serial = ((*query, codes),
+                  (*fields, *tables, *tiles, self._to_metric(False),
+                   codec.center and codec.metric == "cosine"))
+        inputs = (fields, tables, tiles, query, serial)
+        self._scan_cache = (store.n, codes, norms, gains, inputs)
+        return inputs
 
     def _filter_fields(self):
         """What the blocked scan's candidate filter reads (:func:`filter_fields`)."""

@@ -87,6 +87,8 @@ _SMALL = 1 << 16
 
 def check_positive_int(value, name: str) -> int:
     """``value`` as an int >= 1, or a ValueError/TypeError naming ``name``."""
+    if type(value) is int and value > 0:  # the common case, without the ABC check
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value <= 0:

@@ -23,6 +23,7 @@ from numba import njit
 from ..config import FASTMATH
 from .fastscan import DOT_AVAILABLE
 from .scan import build_field_lut
+from .tables16 import level_errors
 
 __all__ = ["DOT_AVAILABLE", "QUERIES_PER_PASS", "dot_levels", "prepare_dot"]
 
@@ -69,14 +70,12 @@ def prepare_dot(y, centroids, levels, level_scale, luts, weights, biases, q, par
         weights[q, m] = np.int8(w)
         total += w
         steps[m] = scale * np.float64(w)
-    # the largest error of each coordinate over the codebook, a level at a time
-    # so that the loop over coordinates is vector code (lut[m, e] == y[m] * centroids[e])
-    worst = np.zeros(M, dtype=np.float64)
+    # the largest error of each coordinate over the codebook (lut[m, e] == y[m] * centroids[e])
+    level_values = np.empty(16, dtype=np.float64)
     for e in range(16):
-        value, level = centroids[e], np.float64(np.int64(levels[e]) - 128)
-        for m in range(M):
-            gap = abs(np.float64(y[m] * value) - steps[m] * level)
-            worst[m] = gap if gap > worst[m] else worst[m]
+        level_values[e] = np.float64(np.int64(levels[e]) - 128)
+    worst = np.empty(M, dtype=np.float64)
+    level_errors(y[:M], centroids, steps, level_values, worst)
     err = 0.0
     for m in range(M):
         err += worst[m]

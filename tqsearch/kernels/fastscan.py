@@ -68,6 +68,7 @@ from numba import njit, prange
 from ..config import FASTMATH
 from . import renamed_copy, simd
 from .scan import ZERO_VECTOR_SCORE
+from .tables16 import quantize_rows, row_ranges
 
 BLOCK = simd.BLOCK
 
@@ -388,7 +389,6 @@ def lut_group(lut, step=STEP):
 ROUNDING = 0.5 + 2.0 ** -10
 
 
-# fast-math lets the per-row loops vectorize (the error bound does not depend on them)
 @njit(cache=True, fastmath=FASTMATH)
 def quantize_lut(T, L, group=1, step=STEP):
     """Quantize a float table to ``uint8`` so that ``group`` is exact for the scanner.
@@ -403,10 +403,12 @@ def quantize_lut(T, L, group=1, step=STEP):
     proportional to ``|y_m|``) the step for ``group = 2`` is ~1.4x, for ``group = 4``
     ~2.2x, the plain 8-bit step, instead of 2x and 4x for 7- and 6-bit tables.
 
+    Rows are taken whole, as vectors (:mod:`.tables16`).
+
     Parameters
     ----------
-    T : float32 or float64 (M, 16)
-    L : uint8 (M, 16), written
+    T : float32 (M, 16), C-contiguous, finite
+    L : uint8 (M, 16), C-contiguous, written
     group : int
         1, 2 or 4.
     step : int
@@ -419,17 +421,9 @@ def quantize_lut(T, L, group=1, step=STEP):
         Bound on the error of any table sum (half a step per row, with margin).
     """
     M = T.shape[0]
-    lo = np.empty(M, dtype=np.float64)
+    lo = np.empty(M, dtype=np.float32)
     width = np.empty(M, dtype=np.float64)
-    for m in range(M):
-        row = T[m]
-        a = row[0]
-        b = a
-        for c in range(1, 16):
-            a = min(a, row[c])
-            b = max(b, row[c])
-        lo[m] = a
-        width[m] = np.float64(b) - np.float64(a)
+    row_ranges(T, lo, width)
     need = width.max() / 255.0
     if group > 1:
         # each of the group's entries rounds up by at most 1/2
@@ -442,16 +436,10 @@ def quantize_lut(T, L, group=1, step=STEP):
                     total += width[(i * group + j) * step + lane]
                 need = max(need, total / room)
     scale = need if need > 0.0 else 1.0
-    inv = 1.0 / scale
     bias = 0.0
     for m in range(M):
-        row = T[m]
-        out = L[m]
-        low = lo[m]
-        bias += low
-        for c in range(16):
-            q = min(np.floor((np.float64(row[c]) - low) * inv + 0.5), 255.0)
-            out[c] = np.uint8(np.int32(q))
+        bias += np.float64(lo[m])
+    quantize_rows(T, lo, 1.0 / scale, L)
     return scale, bias, ROUNDING * scale * M
 
 

@@ -14,6 +14,7 @@ from numba import njit, prange
 
 from ..config import FASTMATH
 from . import serial_twin
+from .hadamard16 import CHUNK, fwht_vector, permute_scaled
 from .lanes import LANES, butterfly2, butterfly4, load_tile, matmul_rows, move_row
 
 
@@ -53,6 +54,19 @@ def hadamard_tile(t, spare, factors, perms, offsets, block):
             move_row(spare, j, t, perms[r, j], factors[r, j])
         t, spare = spare, t
     return t, spare
+
+
+@njit(inline="always")
+def hadamard_vector(x, spare, factors, perms, offsets, block):
+    """:func:`hadamard_tile` for a single vector (float32 (d,) each; ``block`` at
+    least :data:`.hadamard16.CHUNK`): the same operations, 16 coordinates at a
+    time instead of one coordinate of ``LANES`` vectors. Returns as
+    :func:`hadamard_tile`."""
+    for r in range(factors.shape[0]):
+        fwht_vector(x, offsets[r], block)
+        permute_scaled(spare, x, perms[r], factors[r])
+        x, spare = spare, x
+    return x, spare
 
 
 @njit(inline="always")
@@ -123,16 +137,27 @@ def rotate_rows(x, pre, matrix, signs, factors, perms, offsets, block, inverse, 
     out : float32 (n, d), written
     """
     n, d = x.shape
+    # a lone vector (a query) goes through the rounds alone: a tile would spend
+    # LANES times the work on it, for the same result
+    alone = matrix.shape[0] != d and not inverse and block >= CHUNK
     for tile in prange((n + LANES - 1) // LANES):
-        t = np.zeros((d, LANES), dtype=np.float32)
-        spare = np.empty((d, LANES), dtype=np.float32)
         first = tile * LANES
         live = min(LANES, n - first)
-        load_rows(t, x, first, live, pre)
-        t, _ = rotate_tile(t, spare, matrix, signs, factors, perms, offsets, block, inverse)
-        for lane in range(live):
+        if alone and live == 1:
+            v = np.empty(d, dtype=np.float32)
+            spare = np.empty(d, dtype=np.float32)
             for j in range(d):
-                out[first + lane, j] = t[j, lane]
+                v[j] = x[first, j] * pre[j]
+            v, _ = hadamard_vector(v, spare, factors, perms, offsets, block)
+            out[first] = v
+        else:
+            t = np.zeros((d, LANES), dtype=np.float32)
+            spare = np.empty((d, LANES), dtype=np.float32)
+            load_rows(t, x, first, live, pre)
+            t, _ = rotate_tile(t, spare, matrix, signs, factors, perms, offsets, block, inverse)
+            for lane in range(live):
+                for j in range(d):
+                    out[first + lane, j] = t[j, lane]
 
 
 #: :func:`rotate_rows` without threads: no thread-pool launch for a query or two.

@@ -22,6 +22,7 @@ from numba import njit, prange
 
 from ..config import FASTMATH
 from .encode import read_bits
+from .tables16 import fill_table
 from .topk import heap_init, heap_push
 
 MODE_MSE = 0
@@ -75,34 +76,16 @@ def build_field_lut(y, centroids, bits, lut):
 
 @njit(cache=True)
 def _build_nibble_lut(y, centroids, bits, lut):
-    """:func:`build_field_lut` for nibble fields (``lut`` (fields, 16)), with loops of
-    constant length that compile to straight-line code: the same sums, added in
-    the same order (coordinate 0 first)."""
-    d = y.shape[0]
-    zero = np.float32(0.0)
-    for f in range(lut.shape[0]):
-        row = lut[f]
-        if bits == 4:
-            y0 = y[f] if f < d else zero
-            for e in range(16):
-                row[e] = y0 * centroids[e]
-        elif bits == 2:
-            j = 2 * f
-            y0 = y[j] if j < d else zero
-            y1 = y[j + 1] if j + 1 < d else zero
-            for b in range(4):
-                w = y1 * centroids[b]
-                for a in range(4):
-                    row[4 * b + a] = y0 * centroids[a] + w
-        else:
-            j = 4 * f
-            y0 = y[j] if j < d else zero
-            y1 = y[j + 1] if j + 1 < d else zero
-            y2 = y[j + 2] if j + 2 < d else zero
-            y3 = y[j + 3] if j + 3 < d else zero
-            for e in range(16):
-                row[e] = (((y0 * centroids[e & 1] + y1 * centroids[(e >> 1) & 1])
-                           + y2 * centroids[(e >> 2) & 1]) + y3 * centroids[(e >> 3) & 1])
+    """:func:`build_field_lut` for nibble fields (``lut`` (fields, 16)): a row at a
+    time as one vector (:func:`.tables16.fill_table`), the same sums added in the
+    same order (coordinate 0 first)."""
+    per = 4 // bits
+    mask = (1 << bits) - 1
+    patterns = np.empty((per, 16), dtype=np.float32)
+    for t in range(per):
+        for e in range(16):
+            patterns[t, e] = centroids[(e >> (t * bits)) & mask]
+    fill_table(lut, y, patterns)
 
 
 @njit(cache=True)
