@@ -90,7 +90,9 @@ def test_ranges_and_quantization_are_the_definitions(rows):
     got, twin = np.empty((rows, 16), np.uint8), np.empty((rows, 16), np.uint8)
     _quantize(table, low, inv, got)
     tables16._quantize_rows_numpy(table, low, inv, twin)
-    want = np.minimum(np.floor((table.astype(np.float64) - low[:, None]) * inv + 0.5), 255)
+    position = (table - low[:, None]) * np.float32(inv) + np.float32(0.5)
+    assert position.dtype == np.float32
+    want = np.minimum(np.floor(position), 255)
     assert np.array_equal(got, want.astype(np.uint8))
     assert np.array_equal(twin, got)
     assert got.max() == 255 and got.min() == 0

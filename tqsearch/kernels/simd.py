@@ -914,10 +914,13 @@ def make_perm_filter_intrinsic(nq):
             table_of_byte = ir.Constant(_vec(_i8, 64), _TABLE_OF_BYTE)
             ones = _splat(_i8, 64, 1)
             zero = ir.Constant(_vec(_i32, 16), None)
-            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
-                    for _ in range(nq)]
+            # as in the dot-product filter: a query alone alternates its steps
+            # between two accumulator chains, or vpdpbusd's latency bounds the loop
+            chains = 2 if nq == 1 else 1
+            accs = [[[cgutils.alloca_once_value(builder, zero) for _ in range(2)]
+                     for _ in range(chains)] for _ in range(nq)]
 
-            def add_step(step, c, valid):
+            def add_step(step, c, valid, chain=0):
                 """Table sums of the 64 code bytes ``c`` (sub-codes 4 step ..); absent
                 sub-codes read table bytes loaded as zero. Full steps are stored
                 regrouped per vector; a last partial one is regrouped here."""
@@ -932,7 +935,7 @@ def make_perm_filter_intrinsic(nq):
                     else:
                         t = _load_bytes_masked(builder, lut_bases[i], off, 64, valid)
                     for h in range(2):
-                        slot = accs[i][h]
+                        slot = accs[i][chain][h]
                         builder.store(dpbusd(builder.load(slot), permb(t, index[h]), ones), slot)
 
             def add_one(step, c):
@@ -946,10 +949,16 @@ def make_perm_filter_intrinsic(nq):
                     t = _load_bytes(builder, lut_bases[i], off, 16)
                     for h in range(2):
                         wide = builder.zext(_pshufb(builder, 16, t, halves[h]), _vec(_i32, 16))
-                        slot = accs[i][h]
+                        slot = accs[i][0][h]
                         builder.store(builder.add(builder.load(slot), wide), slot)
 
-            _emit_vnni_steps(builder, codes_base, a_m, add_step, add_one)
+            _emit_vnni_steps(builder, codes_base, a_m, add_step, add_one, paired=chains == 2)
+            for per_query in accs:
+                for other in per_query[1:]:
+                    for h in range(2):
+                        total = builder.add(builder.load(per_query[0][h]), builder.load(other[h]))
+                        builder.store(total, per_query[0][h])
+            accs = [per_query[0] for per_query in accs]
             return _emit_vnni_filter(builder, accs, a_q0, a_b, args[7], arr[5], arr[6],
                                      arr[8], arr[9], arr[10])
 
