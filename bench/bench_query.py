@@ -22,6 +22,9 @@ taking turns within each round.
 Usage::
 
     python bench/bench_query.py data/glove-50-angular.hdf5 [more.hdf5 ...]
+
+``--limit N`` indexes only each file's first ``N`` vectors (smaller collections,
+where a single query's fixed costs weigh more; neighbours recomputed exactly).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tqsearch  # noqa: E402
+from tqsearch.datasets import ground_truth  # noqa: E402
 
 METRICS = {"angular": "cosine", "euclidean": "l2", "dot": "ip", "ip": "ip"}
 
@@ -167,17 +171,23 @@ def make_methods(d, bits, metric):
     return methods
 
 
-def run_dataset(path, bits_list, nq, n_latency, repeat, k=10):
+def run_dataset(path, bits_list, nq, n_latency, repeat, k=10, limit=None):
     with h5py.File(path, "r") as f:
-        xb = np.ascontiguousarray(f["train"][:], dtype=np.float32)
+        xb = np.ascontiguousarray(f["train"][:limit], dtype=np.float32)
         xq = np.ascontiguousarray(f["test"][:nq], dtype=np.float32)
         gt = np.asarray(f["neighbors"][:nq])
-        metric = METRICS[f.attrs["distance"]]
+        distance = f.attrs["distance"]
+        metric = METRICS[distance]
+        if limit is not None and limit < f["train"].shape[0]:
+            # the file's neighbours are among all its vectors: recompute for the first ones
+            _, gt = ground_truth(xb, xq, k, distance)
     if gt.shape[1] < k:
         raise SystemExit(f"{path}: its neighbours list {gt.shape[1]} ids a query, "
                          f"fewer than k = {k}")
     n, d = xb.shape
     name = os.path.basename(path).rsplit(".", 1)[0]
+    if limit is not None:
+        name += f" (first {n:,})"
     rows = []
     for bits in bits_list:
         methods = make_methods(d, bits, metric)
@@ -242,9 +252,14 @@ def main(argv=None):
                    help="single queries timed for the median latency (default 1000)")
     p.add_argument("--repeat", type=int, default=3, help="rounds; the best is kept (default 3)")
     p.add_argument("--k", type=int, default=10, help="neighbours a query (default 10)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="index only the first LIMIT vectors of each file (neighbours "
+                        "recomputed); default all")
     args = p.parse_args(argv)
     if args.k < 1:
         p.error("--k must be at least 1")
+    if args.limit is not None and args.limit < args.k:
+        p.error("--limit must be at least k")
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -252,7 +267,7 @@ def main(argv=None):
     bits = [int(b) for b in args.bits.split(",")]
     first = True
     for path in args.paths:
-        rows = run_dataset(path, bits, args.nq, args.latency, args.repeat, args.k)
+        rows = run_dataset(path, bits, args.nq, args.latency, args.repeat, args.k, args.limit)
         if first:
             first = False
         del rows

@@ -62,3 +62,17 @@ def test_sign_pass_simulation_reads_fewer_with_a_smaller_margin():
     reads = [read for _, read, _ in rows]
     assert reads[0] <= reads[1] <= reads[2] == n  # an infinite margin reads everything
     assert rows[2][2] == 0  # and loses nothing
+
+
+def test_query_bench_on_the_first_vectors_recomputes_the_neighbours(capsys):
+    bench = _script("bench_query")
+    sample = Path(__file__).resolve().parents[1] / "datasets" / "wordnet-minilm-384-angular-4k.hdf5"
+    bench.main([str(sample), "--bits", "4", "--limit", "400", "--nq", "20", "--latency", "5",
+                "--repeat", "1"])
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines()
+            if "(first 400)" in line]
+    assert {row[3].strip() for row in rows} >= {"tqsearch", "PQ384x4fs"}
+    recall = {row[3].strip(): float(row[9]) for row in rows}
+    # against the neighbours among the first 400 (the file's are among all 4,000,
+    # most of them not indexed here): 4-bit codes find nearly all of them
+    assert recall["tqsearch"] > 0.8
