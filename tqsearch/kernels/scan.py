@@ -1,18 +1,20 @@
-"""Asymmetric scan: float query lookup tables against packed codes, top-k kept.
+"""Scores of codes against a rotated query: row-major scans, nibble tables, estimators.
 
-Per query, the rotated query ``y = R q`` turns into a table per byte of the
-code, ``T[i, c] = sum over the coordinates j packed in byte i of
-y_j * centroid[c_j]`` (bits in {1, 2, 4, 8}: whole coordinates per byte), or
-a table per coordinate for other bit widths. A code's score is then a sum of
-table entries, combined with its per-vector factors by the estimator:
+A code's score against the rotated query ``y = R q`` is ``s_main = <y, c>``, ``c``
+the centroids its coordinates code, and with QJL also ``s_sign = <S R q, signs>``.
+The estimator combines them with the per-vector factors:
 
-* ``MODE_MSE``:       s = sum_T
-* ``MODE_CORRECTED``: s = sum_T / <u, c(u)>              (gain = 1 / <u, c(u)> in units of 2**-14)
-* ``MODE_QJL``:       s = sum_T + gamma * sqrt(pi/2) / d * sum_S   (gamma = ||u - c(u)||)
+* ``MODE_MSE``:       s = s_main
+* ``MODE_CORRECTED``: s = s_main / <u, c(u)>              (gain = 1 / <u, c(u)> in units of 2**-14)
+* ``MODE_QJL``:       s = s_main + gamma * sqrt(pi/2) / d * s_sign   (gamma = ||u - c(u)||)
 
 times the stored norm when there is one. In the distance form (L2, and
 centred cosine) the similarity ranked is ``2 n s - n^2`` (larger is better),
 ``-||q - x||^2`` up to a per-query constant, restored by the caller.
+
+:func:`scan_topk` scores row-major codes (3 and 5 to 8 bits, QJL) by decoding each
+row once for a group of queries; the blocked layouts are scanned through per-query
+nibble tables (:func:`build_field_lut`) by :mod:`tqsearch.kernels.blocked_scan`.
 """
 
 from __future__ import annotations
@@ -43,42 +45,14 @@ ZERO_VECTOR_SCORE = -16.0
 # would make the same query's table, and so its exact scores, differ by an ulp.
 @njit(cache=True)
 def build_field_lut(y, centroids, bits, lut):
-    """Tables over packed fields of whole coordinates (``bits`` in 1, 2, 4, 8).
+    """Query tables over nibbles of whole coordinates (``bits`` in 1, 2, 4).
 
-    ``lut`` is (fields, 256) for byte fields or (fields, 16) for nibble fields;
-    a field holds ``field_bits // bits`` coordinates, coordinate ``j`` in bits
-    ``[(j % per) * bits, ...)`` of field ``j // per``, and ``lut[f, c]`` is the
-    inner product of the rotated query with the centroids that value ``c``
-    codes.
+    ``lut`` is float32 (fields, 16), C-contiguous; a nibble holds ``4 // bits``
+    coordinates, coordinate ``j`` in bits ``(j % per) * bits ..`` of nibble
+    ``j // per``, and ``lut[f, c]`` is the inner product of the rotated query
+    with the centroids that value ``c`` codes, summed coordinate 0 first; a row
+    at a time as one vector (:func:`.tables16.fill_table`).
     """
-    d = y.shape[0]
-    entries = lut.shape[1]
-    if entries == 16:
-        _build_nibble_lut(y, centroids, bits, lut)
-        return
-    per = 8 // bits
-    levels = 1 << bits
-    for f in range(lut.shape[0]):
-        # Built a coordinate at a time: after coordinate t the first levels**(t+1)
-        # entries hold every sum over coordinates 0..t (the higher ones' value 0).
-        row = lut[f]
-        row[0] = np.float32(0.0)
-        size = 1
-        for t in range(per):
-            j = f * per + t
-            yj = y[j] if j < d else np.float32(0.0)
-            for v in range(levels - 1, -1, -1):  # v = 0 last: it overwrites its sources
-                w = yj * centroids[v]
-                for i in range(size):
-                    row[v * size + i] = row[i] + w
-            size *= levels
-
-
-@njit(cache=True)
-def _build_nibble_lut(y, centroids, bits, lut):
-    """:func:`build_field_lut` for nibble fields (``lut`` (fields, 16)): a row at a
-    time as one vector (:func:`.tables16.fill_table`), the same sums added in the
-    same order (coordinate 0 first)."""
     per = 4 // bits
     mask = (1 << bits) - 1
     patterns = np.empty((per, 16), dtype=np.float32)
@@ -86,62 +60,6 @@ def _build_nibble_lut(y, centroids, bits, lut):
         for e in range(16):
             patterns[t, e] = centroids[(e >> (t * bits)) & mask]
     fill_table(lut, y, patterns)
-
-
-@njit(cache=True)
-def build_coord_lut(y, centroids, lut):
-    """Fill ``lut`` (d, levels) with ``y_j * centroid[c]``."""
-    for j in range(lut.shape[0]):
-        for c in range(lut.shape[1]):
-            lut[j, c] = y[j] * centroids[c]
-
-
-@njit(cache=True)
-def build_pair_lut(y, centroids, lut):
-    """Fill ``lut`` (ceil(d / 2), 64) for 3-bit codes: entry ``c`` of pair ``p`` scores
-    coordinates ``2p`` (bits 0-2 of ``c``) and ``2p + 1`` (bits 3-5)."""
-    d = y.shape[0]
-    for p in range(lut.shape[0]):
-        for c in range(64):
-            acc = y[2 * p] * centroids[c & 7]
-            if 2 * p + 1 < d:
-                acc += y[2 * p + 1] * centroids[c >> 3]
-            lut[p, c] = acc
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def pair_lut_sum(row, lut):
-    """Table sum of a 3-bit code: pairs of coordinates are 6-bit fields, four per
-    3 bytes, so whole groups are read as 24-bit words with fixed shifts."""
-    npairs = lut.shape[0]
-    acc = np.float32(0.0)
-    groups = npairs // 4
-    for g in range(groups):
-        word = (np.uint32(row[3 * g]) | (np.uint32(row[3 * g + 1]) << 8)
-                | (np.uint32(row[3 * g + 2]) << 16))
-        acc += lut[4 * g, word & 63]
-        acc += lut[4 * g + 1, (word >> 6) & 63]
-        acc += lut[4 * g + 2, (word >> 12) & 63]
-        acc += lut[4 * g + 3, (word >> 18) & 63]
-    for p in range(4 * groups, npairs):
-        acc += lut[p, read_bits(row, 6 * p, 6)]
-    return acc
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def byte_lut_sum(row, start, lut):
-    acc = np.float32(0.0)
-    for i in range(lut.shape[0]):
-        acc += lut[i, row[start + i]]
-    return acc
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def coord_lut_sum(row, bits, lut):
-    acc = np.float32(0.0)
-    for j in range(lut.shape[0]):
-        acc += lut[j, read_bits(row, j * bits, bits)]
-    return acc
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -174,10 +92,111 @@ def combine_factors(s_main, s_sign, gain, norm, has_norm, mode, qjl_scale, dista
     return s
 
 
+@njit(inline="always")
+def byte_table(values, bits):
+    """float32 (256, 8 // bits): the values a byte of ``bits``-bit codes decodes to,
+    coordinate ``t`` of byte ``c`` being ``values[(c >> (bits * t)) & mask]``
+    (``bits`` in 1, 2, 4, 8)."""
+    per = 8 // bits
+    table = np.empty((256, per), dtype=np.float32)
+    for c in range(256):
+        for t in range(per):
+            table[c, t] = values[(c >> (bits * t)) & ((1 << bits) - 1)]
+    return table
+
+
+@njit(inline="always")
+def _expand(row, start, nbytes, table, out, per):
+    """``out[per i + t] = table[row[start + i], t]``; ``per`` a constant at each call,
+    so each byte's values move as one short vector."""
+    for i in range(nbytes):
+        src = table[row[start + i]]
+        for t in range(per):
+            out[per * i + t] = src[t]
+
+
+@njit(inline="always")
+def decode_row(row, start, bits, centroids, table, values):
+    """``values[j]``: the value coordinate ``j`` of the packed codes at byte ``start``
+    of ``row`` decodes to, for the ``len(values)`` coordinates.
+
+    Whole bytes of 1-, 2- and 4-bit codes (and QJL signs, ``centroids`` = (-1, 1))
+    go through ``table`` (:func:`byte_table`), pairs of 3-bit codes through
+    ``table`` (:func:`pair_table`), 8-bit codes index ``centroids``, other widths
+    are read field by field.
+    """
+    d = values.shape[0]
+    if bits == 8:
+        for j in range(d):
+            values[j] = centroids[row[start + j]]
+        return
+    if bits == 4 or bits == 2 or bits == 1:
+        per = 8 // bits
+        whole = d // per
+        if per == 2:
+            _expand(row, start, whole, table, values, 2)
+        elif per == 4:
+            _expand(row, start, whole, table, values, 4)
+        else:
+            _expand(row, start, whole, table, values, 8)
+        for j in range(whole * per, d):
+            values[j] = table[row[start + whole], j - whole * per]
+        return
+    if bits == 3:
+        # eight coordinates a 24-bit word, as four 6-bit pairs through ``table``
+        # (:func:`pair_table`)
+        words = d // 8
+        for g in range(words):
+            at = start + 3 * g
+            word = (np.uint32(row[at]) | (np.uint32(row[at + 1]) << 8)
+                    | (np.uint32(row[at + 2]) << 16))
+            for p in range(4):
+                pair = table[(word >> (6 * p)) & 63]
+                values[8 * g + 2 * p] = pair[0]
+                values[8 * g + 2 * p + 1] = pair[1]
+        for j in range(8 * words, d):
+            values[j] = centroids[read_bits(row, 8 * start + 3 * j, 3)]
+        return
+    for j in range(d):
+        values[j] = centroids[read_bits(row, 8 * start + j * bits, bits)]
+
+
+@njit(inline="always")
+def pair_table(values):
+    """float32 (64, 2): the two values a 6-bit field of 3-bit codes decodes to."""
+    table = np.empty((64, 2), dtype=np.float32)
+    for c in range(64):
+        table[c, 0] = values[c & 7]
+        table[c, 1] = values[c >> 3]
+    return table
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def dot(a, b):
+    """``sum_j a[j] b[j]`` (float32): one compiled loop, so every caller adds in the
+    same order."""
+    acc = np.float32(0.0)
+    for j in range(a.shape[0]):
+        acc += a[j] * b[j]
+    return acc
+
+
+#: Queries that share each decoded row of :func:`scan_topk` (their rotated queries,
+#: 16 x d floats, stay in the L1 cache for d up to about 400).
+ROW_QUERIES = 16
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, distance_form,
               n_chunks, label_offset, out_score, out_label):
     """Score every code against every query, keep the k best per (query, chunk).
+
+    Row-major codes of any width (3 and 5 to 8 bits, QJL): each row is decoded
+    once into its centroid values (and QJL signs as +-1) for a group of
+    ``ROW_QUERIES`` queries, which then take one dot product each. A per-query
+    table would cost ``d * 2**bits`` floats (384 KB at d = 384, 8 bits) and a
+    lookup per coordinate and query; decoded, a row costs one lookup per
+    coordinate for the whole group and a vectorised product per query.
 
     Parameters
     ----------
@@ -205,44 +224,39 @@ def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, distance_fo
     """
     n = codes.shape[0]
     nq, d = y.shape
-    byte_aligned = bits > 0 and 8 % bits == 0
     main_bytes = (d * bits + 7) // 8
-    sign_bytes = (d + 7) // 8 if mode == MODE_QJL else 0
+    qjl = mode == MODE_QJL
     qjl_scale = np.float32(np.sqrt(np.pi / 2.0) / d / GAIN_ONE)
-    sign_centroids = np.array([-1.0, 1.0], dtype=np.float32)
     chunk = (n + n_chunks - 1) // n_chunks
-    for task in prange(nq * n_chunks):
-        q = task // n_chunks
+    n_groups = (nq + ROW_QUERIES - 1) // ROW_QUERIES
+    whole_bytes = bits == 1 or bits == 2 or bits == 4
+    if whole_bytes:
+        main_table = byte_table(centroids, bits)
+    elif bits == 3:
+        main_table = pair_table(centroids)
+    else:
+        main_table = np.zeros((0, 1), np.float32)
+    sign_values = np.array([-1.0, 1.0], dtype=np.float32)
+    sign_table = byte_table(sign_values, 1)
+    for task in prange(n_groups * n_chunks):
+        q0 = (task // n_chunks) * ROW_QUERIES
+        q1 = min(nq, q0 + ROW_QUERIES)
         c = task % n_chunks
         lo = c * chunk
         hi = min(n, lo + chunk)
-        heap_s = out_score[q, c]
-        heap_i = out_label[q, c]
-        heap_init(heap_s, heap_i)
-        lut_b = np.empty((main_bytes if byte_aligned else 0, 256), dtype=np.float32)
-        pairs = bits == 3
-        lut_c = np.empty((0 if byte_aligned or pairs else d, 1 << bits), dtype=np.float32)
-        lut_p = np.empty(((d + 1) // 2 if pairs else 0, 64), dtype=np.float32)
-        lut_s = np.empty((sign_bytes, 256), dtype=np.float32)
-        if byte_aligned:
-            build_field_lut(y[q], centroids, bits, lut_b)
-        elif pairs:
-            build_pair_lut(y[q], centroids, lut_p)
-        elif bits > 0:
-            build_coord_lut(y[q], centroids, lut_c)
-        if sign_bytes > 0:
-            build_field_lut(y_sign[q], sign_centroids, 1, lut_s)
+        for q in range(q0, q1):
+            heap_init(out_score[q, c], out_label[q, c])
+        values = np.zeros(d, dtype=np.float32)
+        signs = np.zeros(d if qjl else 0, dtype=np.float32)
         for v in range(lo, hi):
             row = codes[v]
-            if byte_aligned:
-                s_main = byte_lut_sum(row, 0, lut_b)
-            elif pairs:
-                s_main = pair_lut_sum(row, lut_p)
-            elif bits > 0:
-                s_main = coord_lut_sum(row, bits, lut_c)
-            else:
-                s_main = np.float32(0.0)
-            s_sign = byte_lut_sum(row, main_bytes, lut_s) if sign_bytes > 0 else np.float32(0.0)
-            s = combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, distance_form)
-            if s > heap_s[0]:
-                heap_push(heap_s, heap_i, s, v + label_offset)
+            if bits > 0:
+                decode_row(row, 0, bits, centroids, main_table, values)
+            if qjl:
+                decode_row(row, main_bytes, 1, sign_values, sign_table, signs)
+            for q in range(q0, q1):
+                s_main = dot(values, y[q])
+                s_sign = dot(signs, y_sign[q]) if qjl else np.float32(0.0)
+                s = combine(s_main, s_sign, v, mode, qjl_scale, norms, gains, distance_form)
+                if s > out_score[q, c, 0]:
+                    heap_push(out_score[q, c], out_label[q, c], s, v + label_offset)
