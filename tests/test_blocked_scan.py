@@ -195,21 +195,33 @@ def test_query_groups_scanning_tiles_equal_float_scan(tile_blocks, bits, d):
 @pytest.mark.parametrize("bits, d", [(2, 384), (4, 192), (4, 128)])
 @pytest.mark.parametrize("k", [7, 700])
 def test_long_codes_holding_rows_equal_float_scan(bits, d, k):
-    # From DEFER_SUB_CODES sub-codes on (DEFER_SUB_CODES_MANY with many results:
-    # d = 128 holds at k = 700, re-scores as rows pass at k = 7), the VNNI engines
-    # hold the rows that pass and re-score at the end those that can still be
-    # among the best (k = 700: more than HELD_ROWS, the rows held grow with k).
-    from tqsearch.kernels.blocked_scan import (
-        DEFER_MANY_RESULTS,
-        DEFER_SUB_CODES_MANY,
-        HELD_ROWS,
-    )
+    # From DEFER_SUB_CODES sub-codes on, the VNNI engines hold the rows that pass
+    # and re-score at the end those that can still be among the best (k = 700:
+    # more than HELD_ROWS, the rows held grow with k).
+    from tqsearch.kernels.blocked_scan import DEFER_SUB_CODES, HELD_ROWS
 
-    assert d * bits // 4 >= DEFER_SUB_CODES_MANY and 700 > max(HELD_ROWS, DEFER_MANY_RESULTS)
+    assert d * bits // 4 >= DEFER_SUB_CODES and 700 > HELD_ROWS
     x, q = data(3000, d, 20, seed=5)
     index = tqsearch.TurboQuantIndex(d, bits, metric="l2")
     index.add(x)
     check_ranges_and_batches(index, q, k, assert_same_up_to_near_ties)
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_short_codes_over_many_blocks_rescore_as_they_pass(k):
+    # Batches over more than DEFER_SHORT_BLOCKS blocks of short codes re-score the
+    # rows that pass at once (single queries and short scans hold them)
+    from tqsearch.kernels.blocked_scan import DEFER_SHORT_BLOCKS, DEFER_SUB_CODES
+
+    d, bits = 24, 2
+    n = 32 * DEFER_SHORT_BLOCKS + 700
+    assert d * bits // 4 < DEFER_SUB_CODES
+    x, q = data(n, d, 20, seed=6)
+    index = tqsearch.TurboQuantIndex(d, bits, metric="cosine")
+    index.add(x)
+    for start, stop in ((0, n), (5, n - 3)):
+        ref = float_reference(index, q, k, start, stop)
+        assert_same(blocked_similarities(index, q, k, start, stop, 1), ref)
 
 
 @pytest.mark.parametrize("bits, d", [(2, 384), (4, 192)])

@@ -87,25 +87,25 @@ GROUP_QUERIES = 16
 # extra rows re-scored cost less than the widening saved; 4 was no better.
 TABLE_GROUP = 2
 TILE_BYTES = 256 * 1024
-# Sub-codes from which the VNNI engines hold the rows that pass for re-scoring at
-# the end (:func:`_defer`): an exact re-score costs M lookups, holding costs a
-# looser threshold (lower bounds instead of exact scores) and a few more rows
-# passing. Measured, one thread: at M = 192 and 384 batch QPS +6 % and +22 %,
-# single queries -4 % and -6 % time; at M = 26-128 2-10 % slower. Nibble
-# codebooks (PCA) quantize to coarser tables, so their bounds are looser: from
-# twice as many sub-codes (at M = 192 -12 %, at 384 +13 %). Rows held per query,
-# at least HELD_ROWS and HELD_PER_RESULT for each of the k results (never more
-# than the rows scanned): when full, those that may still be among the best are
-# re-scored against a threshold lower than the final one. At k = 100 on the
-# 384-d set, 512 rows made 4-bit batches 1.3x slower than 3,200.
-DEFER_SUB_CODES = 192
+# When the VNNI engines hold the rows that pass for re-scoring at the end
+# (:func:`_defer`) instead of re-scoring them as they pass: an exact re-score
+# costs M lookups, holding costs a looser threshold (lower bounds instead of exact
+# scores), a few more rows passing and float64 bounds per row. Held: for a query
+# alone, codes of DEFER_SUB_CODES sub-codes or more, and scans of at most
+# DEFER_SHORT_BLOCKS blocks (their first blocks, before any threshold, are a large
+# share). Measured, batches of 1,000, one thread, k = 10 against re-scoring as
+# rows pass: 128 sub-codes (4-bit d = 128) +12 %, 192 and 384 +6 % and +22 %, the
+# PCA codec at 128 and 192 +8 % and +15 %; 25-64 sub-codes over 100,000-200,000
+# codes -1.5 to +1 % (PCA at 64 -13 %, k = 100 at 25 -4 %); 5,000 and 20,000
+# codes +1 to +61 %. Rows held per query, at least HELD_ROWS and HELD_PER_RESULT
+# for each of the k results (never more than the rows scanned): when full, those
+# that may still be among the best are re-scored against a threshold lower than
+# the final one. At k = 100 on the 384-d set, 512 rows made 4-bit batches 1.3x
+# slower than 3,200.
+DEFER_SUB_CODES = 128
+DEFER_SHORT_BLOCKS = 1024
 HELD_ROWS = 512
 HELD_PER_RESULT = 32
-# With many results more rows pass, and holding pays from shorter codes: from
-# k = 30 on, from 128 sub-codes (4-bit codes of d = 128 at k = 30 and 100: batch
-# QPS +11 % and +20 %; 64 and fewer sub-codes stay faster re-scoring as they pass).
-DEFER_MANY_RESULTS = 30
-DEFER_SUB_CODES_MANY = 128
 
 
 def filter_fields(norms, gains, n, mode, distance_form):
@@ -443,9 +443,9 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     ``ENGINE_DOT3`` (see :func:`scan_engine`) take them eight at a time and the
     rest one by one.
     Rows that pass are re-scored as they pass, except on the VNNI engines for
-    long codes (``DEFER_SUB_CODES``) and for a query alone, which hold them and
-    re-score at the end only those that may still be among the best
-    (:func:`_defer`). Vectors
+    long codes (``DEFER_SUB_CODES``), short scans (``DEFER_SHORT_BLOCKS``) and a
+    query alone, which hold them and re-score at the end only those that may
+    still be among the best (:func:`_defer`). Vectors
     outside ``[start, stop)`` are skipped; the heaps are ``out_score[q, c]`` /
     ``out_label[q, c]``.
     """
@@ -486,15 +486,11 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     levels = borrowed(levels_owner)
     # 64-byte lookups add in 32 bits: tables may use all of 0 .. 255
     table_group = 1 if engine == ENGINE_PERM else TABLE_GROUP
-    # Long codes: rows that pass are held and only those that can still be among
-    # the best are re-scored at the end (see _defer); short codes re-score as they
-    # pass, keeping the tighter threshold of exact scores.
-    defer_from = DEFER_SUB_CODES_MANY if k >= DEFER_MANY_RESULTS else DEFER_SUB_CODES
-    # A query alone holds rows at any length: its first blocks let every row
-    # through (no threshold yet), and re-scoring them as they pass cost single
-    # queries up to 30 % (measured on 1,000 to 200,000 codes, d = 50 to 384).
-    defer = vnni and (n_queries == 1
-                      or M >= (defer_from if books.shape[0] == 0 else 2 * defer_from))
+    # Rows that pass are held and only those that can still be among the best are
+    # re-scored at the end (see _defer, DEFER_SUB_CODES); short codes over many
+    # blocks re-score as they pass, keeping the tighter threshold of exact scores.
+    defer = vnni and (n_queries == 1 or M >= DEFER_SUB_CODES
+                      or b1 - b0 <= DEFER_SHORT_BLOCKS)
     held = n_queries if defer else 0
     held_rows = min(max(HELD_ROWS, HELD_PER_RESULT * k), max(b1 - b0, 1) * BLOCK)
     bounds_owner = np.empty((n_queries, 3), dtype=np.float64)
