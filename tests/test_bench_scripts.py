@@ -76,3 +76,15 @@ def test_query_bench_on_the_first_vectors_recomputes_the_neighbours(capsys):
     # against the neighbours among the first 400 (the file's are among all 4,000,
     # most of them not indexed here): 4-bit codes find nearly all of them
     assert recall["tqsearch"] > 0.8
+
+
+def test_row_codes_bench_reports_every_method(capsys):
+    bench = _script("bench_rows")
+    sample = Path(__file__).resolve().parents[1] / "datasets" / "wordnet-minilm-384-angular-4k.hdf5"
+    bench.main([str(sample), "--nq", "20", "--latency", "3", "--repeat", "1"])
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| wordnet")]
+    recall = {row[2].strip(): float(row[6]) for row in rows}
+    assert set(recall) == {"tqsearch 5 bits", "tqsearch 6 bits", "FAISS SQ6", "tqsearch 8 bits",
+                           "FAISS SQ8", "tqsearch qjl 3 bits", "tqsearch qjl 4 bits"}
+    assert recall["tqsearch 8 bits"] > 0.9 and recall["FAISS SQ8"] > 0.9

@@ -35,6 +35,11 @@ def _errors(y, centroids, steps, levels, worst):
 
 
 @njit(cache=True)
+def _expand(row, start, count, table, out):
+    tables16.expand_bytes(row, start, count, table, out)
+
+
+@njit(cache=True)
 def _fwht(x, start, p):
     hadamard16.fwht_vector(x, start, p)
 
@@ -112,6 +117,20 @@ def test_level_errors_are_the_largest_gap():
                 for e in range(16)) for m in range(200)]
     assert np.array_equal(got, want)
     assert np.array_equal(twin, want)
+
+
+@pytest.mark.parametrize("width", [2, 4, 8])
+def test_expand_bytes_moves_table_rows(width):
+    rng = np.random.default_rng(width)
+    table = rng.standard_normal((256, width)).astype(np.float32)
+    row = rng.integers(0, 256, 40).astype(np.uint8)
+    got = np.full(width * 37 + 3, -7, np.float32)
+    twin = got.copy()
+    _expand(row, 2, 37, table, got)
+    tables16._expand_bytes_numpy(row, 2, 37, table, twin)
+    assert np.array_equal(got[: width * 37], table[row[2:39]].reshape(-1))
+    assert np.all(got[width * 37:] == -7)
+    assert np.array_equal(got, twin)
 
 
 @pytest.mark.parametrize("p", [16, 32, 64, 256])

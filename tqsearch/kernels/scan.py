@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from ..config import FASTMATH
 from .encode import read_bits
-from .tables16 import fill_table
+from .tables16 import expand_bytes, fill_table
 from .topk import heap_init, heap_push
 
 MODE_MSE = 0
@@ -106,16 +106,6 @@ def byte_table(values, bits):
 
 
 @njit(inline="always")
-def _expand(row, start, nbytes, table, out, per):
-    """``out[per i + t] = table[row[start + i], t]``; ``per`` a constant at each call,
-    so each byte's values move as one short vector."""
-    for i in range(nbytes):
-        src = table[row[start + i]]
-        for t in range(per):
-            out[per * i + t] = src[t]
-
-
-@njit(inline="always")
 def decode_row(row, start, bits, centroids, table, values):
     """``values[j]``: the value coordinate ``j`` of the packed codes at byte ``start``
     of ``row`` decodes to, for the ``len(values)`` coordinates.
@@ -133,12 +123,7 @@ def decode_row(row, start, bits, centroids, table, values):
     if bits == 4 or bits == 2 or bits == 1:
         per = 8 // bits
         whole = d // per
-        if per == 2:
-            _expand(row, start, whole, table, values, 2)
-        elif per == 4:
-            _expand(row, start, whole, table, values, 4)
-        else:
-            _expand(row, start, whole, table, values, 8)
+        expand_bytes(row, start, whole, table, values)
         for j in range(whole * per, d):
             values[j] = table[row[start + whole], j - whole * per]
         return

@@ -1,4 +1,4 @@
-"""Per-query lookup tables of 16 entries a row, built a whole row at a time as LLVM vectors.
+"""Small tables applied a whole row at a time as LLVM vectors: query tables, byte decoders.
 
 A query's scan starts by building its tables: a float table ``T`` (rows, 16) of
 inner products with the codebook, its ``uint8`` quantization and the bound of the
@@ -10,6 +10,9 @@ vectorize min/max reductions without ``nnan``. The functions here emit each row
 as one ``<16 x float>`` (or ``<16 x double>``) value with the same operations, in
 the same order, as the scalar definitions given in their docstrings (their NumPy
 twins), so results do not depend on which runs.
+
+Row-major codes are decoded the same way: :func:`expand_bytes` moves the values a
+byte of codes stands for (a row of a byte table) as one short vector.
 
 Nothing is bounds-checked: callers pass arrays of the shapes documented.
 """
@@ -24,7 +27,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["fill_table", "row_ranges", "quantize_rows", "level_errors"]
+__all__ = ["fill_table", "row_ranges", "quantize_rows", "level_errors", "expand_bytes"]
 
 WIDTH = 16
 
@@ -225,6 +228,41 @@ def level_errors(typingctx, y, centroids, steps, levels, worst):
     return sig, codegen
 
 
+@intrinsic
+def expand_bytes(typingctx, row, start, count, table, out):
+    """``out[w * i : w * (i + 1)] = table[row[start + i]]`` for ``i < count``.
+
+    Decodes packed codes a byte at a time: ``table`` float32 (256, w), ``w`` in
+    2, 4, 8 (the values of the ``w`` coordinates a byte holds, see
+    :func:`tqsearch.kernels.scan.byte_table`), each row moved as one ``<w x
+    float>``; ``row`` uint8 (>= start + count,), ``out`` float32 (>= w * count,).
+    """
+    fname = "expand_bytes"
+    _check(row, fname, "row", types.uint8, 1)
+    _check(table, fname, "table", types.float32, 2)
+    _check(out, fname, "out", types.float32, 1)
+    sig = types.void(row, types.intp, types.intp, table, out)
+
+    def codegen(context, builder, signature, args):
+        r = _array(context, builder, signature.args[0], args[0])
+        t = _array(context, builder, signature.args[3], args[3])
+        o = _array(context, builder, signature.args[4], args[4])
+        start, count = args[1], args[2]
+        width = cgutils.unpack_tuple(builder, t.shape, 2)[1]
+        for w in (2, 4, 8):  # one straight-line body per width
+            vec = ir.VectorType(_f32, w)
+            with builder.if_then(builder.icmp_signed("==", width, _const(w))):
+                with cgutils.for_range(builder, count) as loop:
+                    byte = builder.load(builder.gep(r.data, [builder.add(start, loop.index)]))
+                    src = builder.gep(t.data, [builder.mul(builder.zext(byte, _i64), _const(w))])
+                    dst = builder.gep(o.data, [builder.mul(loop.index, _const(w))])
+                    value = builder.load(builder.bitcast(src, vec.as_pointer()), align=4)
+                    builder.store(value, builder.bitcast(dst, vec.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 # -- NumPy twins ------------------------------------------------------------------
 # The definitions above on NumPy arrays: used when the kernels run as Python
 # (NUMBA_DISABLE_JIT=1) and compared with the intrinsics by the tests.
@@ -255,7 +293,13 @@ def _level_errors_numpy(y, centroids, steps, levels, worst):
     worst[:] = np.abs(products - steps[:, None] * levels[None, :]).max(axis=1)
 
 
+def _expand_bytes_numpy(row, start, count, table, out):
+    w = table.shape[1]
+    out[: w * count] = table[row[start: start + count]].reshape(-1)
+
+
 NUMPY_TWINS = {
+    "expand_bytes": _expand_bytes_numpy,
     "fill_table": _fill_table_numpy,
     "row_ranges": _row_ranges_numpy,
     "quantize_rows": _quantize_rows_numpy,
