@@ -94,16 +94,17 @@ class TQ:
         return self.index.code_size
 
 
-class FaissPQ:
-    def __init__(self, d, bits, metric):
+class Faiss:
+    """A FAISS index from a factory string; cosine as inner products of unit vectors."""
+
+    def __init__(self, d, factory, metric, name=None, train_rows=None):
         import faiss
 
-        self.faiss = faiss
-        m = d * bits // 4
-        self.name = f"PQ{m}x4fs"
+        self.name = name or factory
         kind = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-        self.index = faiss.index_factory(d, self.name, kind)
+        self.index = faiss.index_factory(d, factory, kind)
         self.metric = metric
+        self.train_rows = train_rows
 
     def _prep(self, x):
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -113,7 +114,7 @@ class FaissPQ:
 
     def build(self, xb):
         xb = self._prep(xb)
-        self.index.train(xb[:20000])
+        self.index.train(xb[: self.train_rows])
         self.index.add(xb)
 
     def search(self, xq, k):
@@ -122,6 +123,13 @@ class FaissPQ:
     @property
     def bytes(self):
         return self.index.sa_code_size()
+
+
+class FaissPQ(Faiss):
+    """``PQ{M}x4fs`` at the bytes of ``bits`` per coordinate (``M = d * bits / 4``)."""
+
+    def __init__(self, d, bits, metric):
+        super().__init__(d, f"PQ{d * bits // 4}x4fs", metric, train_rows=20000)
 
 
 class Turbovec:

@@ -27,7 +27,8 @@ import numpy as np
 
 import tqsearch
 
-METRICS = {"angular": "cosine", "euclidean": "l2", "dot": "ip", "ip": "ip"}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_query import METRICS, Faiss  # noqa: E402
 
 
 class TQ:
@@ -46,32 +47,9 @@ class TQ:
         return self.index.code_size
 
 
-class FaissSQ:
-    def __init__(self, d, bits, metric):
-        import faiss
-
-        self.name = f"FAISS SQ{bits}"
-        kind = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
-        self.index = faiss.index_factory(d, f"SQ{bits}", kind)
-        self.cosine = metric == "cosine"
-
-    def _prep(self, x):
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.cosine:
-            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
-        return x
-
-    def build(self, xb):
-        xb = self._prep(xb)
-        self.index.train(xb)
-        self.index.add(xb)
-
-    def search(self, xq, k):
-        return self.index.search(self._prep(xq), k)
-
-    @property
-    def bytes(self):
-        return self.index.sa_code_size()
+def faiss_sq(d, bits, metric):
+    """FAISS's scalar quantizer of ``bits`` per coordinate (trained min/max per dimension)."""
+    return Faiss(d, f"SQ{bits}", metric, name=f"FAISS SQ{bits}")
 
 
 def recall(ids, gt, k):
@@ -86,8 +64,8 @@ def run_file(path, nq, n_latency, repeat, k=10):
         gt = np.asarray(f["neighbors"][:nq])
         metric = METRICS[f.attrs["distance"]]
     d = xb.shape[1]
-    methods = [TQ(d, 5, metric), TQ(d, 6, metric), FaissSQ(d, 6, metric), TQ(d, 8, metric),
-               FaissSQ(d, 8, metric), TQ(d, 3, metric, qjl=True), TQ(d, 4, metric, qjl=True)]
+    methods = [TQ(d, 5, metric), TQ(d, 6, metric), faiss_sq(d, 6, metric), TQ(d, 8, metric),
+               faiss_sq(d, 8, metric), TQ(d, 3, metric, qjl=True), TQ(d, 4, metric, qjl=True)]
     for i, m in enumerate(methods):
         print(f"  building {i + 1}/{len(methods)}: {m.name}", file=sys.stderr, flush=True)
         m.build(xb)
