@@ -558,16 +558,18 @@ def test_memory_is_the_codes_and_their_factors(d, bits, metric):
 @pytest.mark.parametrize("metric, estimator, bits", [
     ("ip", "corrected", 4), ("l2", "corrected", 2), ("cosine", "mse", 1),
     ("cosine", "pca", 3), ("l2", "pca", 2), ("cosine", "corrected", 4)])
-def test_serial_path_equals_general_path(synthetic, metric, estimator, bits):
-    # a few queries on one thread take one compiled call (kernels/query.py); with two
-    # threads the same kernels run as separate calls over two ranges
-    ds = synthetic(d=40, nb=3000, nq=6)
+def test_one_call_paths_equal_general_path(synthetic, metric, estimator, bits):
+    # Up to SERIAL_MAX_ROWS queries take one compiled call (kernels/query.py): on one
+    # thread, or with a single query's 9,000 codes split into two ranges scanned on
+    # two threads; a batch of 20 takes the separate calls. Same kernels, same results.
+    ds = synthetic(d=40, nb=9000, nq=20)
     index = build(ds, bits=bits, metric=metric, estimator=estimator, seed=4)
     queries = ds.xq.copy()
     queries[2] = 0  # a zero query (cosine: scores 0 by convention)
-    for rows in (slice(0, 1), slice(0, 6)):
-        for subset in (None, (100, 2900)):
-            one = index.search(queries[rows], 7, n_threads=1, subset=subset)
-            two = index.search(queries[rows], 7, n_threads=2, subset=subset)
-            np.testing.assert_array_equal(one[1], two[1])
-            np.testing.assert_array_equal(one[0], two[0])
+    for subset in (None, (100, 8900)):
+        general = index.search(queries, 7, n_threads=1, subset=subset)
+        for rows in (slice(0, 1), slice(0, 6)):
+            for threads in (1, 2):
+                few = index.search(queries[rows], 7, n_threads=threads, subset=subset)
+                np.testing.assert_array_equal(few[1], general[1][rows])
+                np.testing.assert_array_equal(few[0], general[0][rows])

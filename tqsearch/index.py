@@ -20,7 +20,7 @@ from .kernels.blocked_scan import (
     tile_blocks_for,
 )
 from .kernels.fastscan import BLOCK
-from .kernels.query import search_serial
+from .kernels.query import search_few
 from .kernels.rerank import rerank_exact
 from .kernels.scan import scan_topk
 from .results import FORM_COSINE, FORM_L2, FORM_SIMILARITY, finalize_topk
@@ -321,7 +321,7 @@ class TurboQuantIndex:
             Ids, padded with -1 where fewer than ``k`` vectors exist.
         """
         k = check_k(k)
-        # finiteness is checked below: by the compiled call itself on the serial path
+        # finiteness is checked below: by the compiled call itself on the one-call path
         xq = as_matrix(xq, self.d, name="xq", check_finite=False)
         if n_threads is not None:
             n_threads = check_positive_int(n_threads, "n_threads")
@@ -332,10 +332,11 @@ class TurboQuantIndex:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
         threads = n_threads or self.n_threads
         k_scan = min(max(k, int(np.ceil(factor * k))), max(stop - start, 1)) if factor else k
-        # a few queries on one thread run serial kernels only: no need to set the pool
+        # a few queries run in one compiled call; on one thread, or in one task, the
+        # pool is left alone
         serial = threads == 1 and nq <= SERIAL_MAX_ROWS and not factor
-        if serial and stop > start and self._scans_blocks():
-            found = self._search_serial(xq, k, start, stop)
+        if nq <= SERIAL_MAX_ROWS and not factor and stop > start and self._scans_blocks():
+            found = self._search_few(xq, k, start, stop, threads)
             if found is not None:
                 return found
         check_finite(xq, "xq")
@@ -362,9 +363,11 @@ class TurboQuantIndex:
             _zero_queries_score_zero(xq, D, I)
         return D, I
 
-    def _search_serial(self, xq, k, start, stop):
-        """:meth:`search` of a few queries on one thread, in one compiled call
-        (:func:`tqsearch.kernels.query.search_serial`: the same kernels).
+    def _search_few(self, xq, k, start, stop, threads):
+        """:meth:`search` of a few queries in one compiled call
+        (:func:`tqsearch.kernels.query.search_few`: the same kernels), on
+        ``threads`` threads (None: numba's count) where a query's codes split
+        into ranges, else on this one.
 
         Returns ``(D, I)``, or None when a query is not finite (its squared
         norm is not: the caller's checks then say what is wrong).
@@ -373,9 +376,13 @@ class TurboQuantIndex:
         D = np.empty((nq, k), dtype=np.float32)
         I = np.empty((nq, k), dtype=np.int64)
         before, after = self._scan_inputs()[4]
-        if not search_serial(xq, *before, start, stop, *after, D, I):
-            return None
-        return D, I
+        if threads == 1 or _chunks(nq, numba.config.NUMBA_NUM_THREADS, stop - start) == 1:
+            ok = search_few(xq, *before, start, stop, 1, *after, D, I)  # no pool to set
+        else:
+            with _threads(threads) as pool:
+                n_chunks = _chunks(nq, pool.count, stop - start)
+                ok = search_few(xq, *before, start, stop, n_chunks, *after, D, I)
+        return (D, I) if ok else None
 
     def _to_metric(self, exact):
         """How ranking similarities become the metric's scores: a ``FORM_*`` of
@@ -392,7 +399,7 @@ class TurboQuantIndex:
         returns unsorted candidate heaps."""
         nq = y.shape[0]
         store, codec = self._store, self.codec
-        n_chunks = max(1, min(threads // nq, (stop - start) // 4096)) if nq < threads else 1
+        n_chunks = _chunks(nq, threads, stop - start)
         out_s = np.empty((nq, n_chunks, k), dtype=np.float32)
         out_i = np.empty((nq, n_chunks, k), dtype=np.int64)
         if stop > start and self._scans_blocks():
@@ -427,7 +434,7 @@ class TurboQuantIndex:
         inputs (:func:`filter_fields`) and the stored norms and gains; what the
         query tables are built from; the tile size and the scan engine
         (:func:`scan_engine`); how queries are prepared; and the arguments of
-        :meth:`_search_serial`'s compiled call before and after ``start, stop``.
+        :meth:`_search_few`'s compiled call before and after ``start, stop, n_chunks``.
         """
         store, codec = self._store, self.codec
         arrays = store.arrays
@@ -460,6 +467,15 @@ class TurboQuantIndex:
 
 
 _NO_MEAN = np.empty(0, dtype=np.float32)
+
+# Fewest codes a thread scans of one query's (a range's setup and merge cost more
+# below that).
+_CHUNK_MIN = 4096
+
+
+def _chunks(nq, threads, n):
+    """Ranges each of ``nq`` queries' ``n`` codes split into for ``threads`` threads."""
+    return max(1, min(threads // nq, n // _CHUNK_MIN)) if nq < threads else 1
 
 
 def _zero_queries_score_zero(xq, D, I):
