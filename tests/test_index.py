@@ -88,6 +88,12 @@ SEARCH_CONFIGS = [
     (50, 2, "l2", "mse", True, "dense", None),
     (64, 4, "cosine", "mse", True, "hadamard", None),
     (64, 4, "cosine", "mse", True, "dense", True),
+    # row-major decoding: widths read as words, byte tables, 3-bit pairs, with
+    # coordinates left over past the last whole group
+    (37, 6, "l2", "corrected", False, "hadamard", None),
+    (20, 7, "ip", "mse", False, "dense", None),
+    (33, 2, "cosine", "mse", True, "hadamard", None),
+    (45, 4, "l2", "mse", True, "hadamard", None),
 ]
 
 

@@ -113,7 +113,7 @@ def decode_row(row, start, bits, centroids, table, values):
     Whole bytes of 1-, 2- and 4-bit codes (and QJL signs, ``centroids`` = (-1, 1))
     go through ``table`` (:func:`byte_table`), pairs of 3-bit codes through
     ``table`` (:func:`pair_table`), 8-bit codes index ``centroids``, other widths
-    are read field by field.
+    eight coordinates (``bits`` bytes) a word.
     """
     d = values.shape[0]
     if bits == 8:
@@ -142,7 +142,17 @@ def decode_row(row, start, bits, centroids, table, values):
         for j in range(8 * words, d):
             values[j] = centroids[read_bits(row, 8 * start + 3 * j, 3)]
         return
-    for j in range(d):
+    # 5 to 7 bits: eight coordinates fill ``bits`` whole bytes, read as one word
+    mask = (1 << bits) - 1
+    groups = d // 8
+    for g in range(groups):
+        at = start + bits * g
+        word = np.uint64(0)
+        for i in range(bits):
+            word |= np.uint64(row[at + i]) << np.uint64(8 * i)
+        for t in range(8):
+            values[8 * g + t] = centroids[(word >> np.uint64(bits * t)) & np.uint64(mask)]
+    for j in range(8 * groups, d):
         values[j] = centroids[read_bits(row, 8 * start + j * bits, bits)]
 
 
