@@ -332,14 +332,15 @@ class TurboQuantIndex:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
         threads = n_threads or self.n_threads
         k_scan = min(max(k, int(np.ceil(factor * k))), max(stop - start, 1)) if factor else k
-        # a few queries run in one compiled call; on one thread, or in one task, the
-        # pool is left alone
-        serial = threads == 1 and nq <= SERIAL_MAX_ROWS and not factor
+        # a few queries run in one compiled call (which leaves the pool alone when it
+        # scans on this thread only)
         if nq <= SERIAL_MAX_ROWS and not factor and stop > start and self._scans_blocks():
             found = self._search_few(xq, k, start, stop, threads)
             if found is not None:
                 return found
         check_finite(xq, "xq")
+        # a few queries on one thread run serial kernels only: no need to set the pool
+        serial = threads == 1 and nq <= SERIAL_MAX_ROWS and not factor
         with _threads(threads, serial) as pool:
             y, y_sign, sq_norms = self.codec.prepare_queries(xq)
             scores, labels = self._scan(y, y_sign, k_scan, start, stop, pool.count)
@@ -430,7 +431,7 @@ class TurboQuantIndex:
         """The blocked scan's arguments that depend on the index alone, cached until
         the stored vectors change (the filter's constants take a pass over the norms).
 
-        Returns ``(fields, tables, tiles, query, serial)``: the candidate filter's
+        Returns ``(fields, tables, tiles, query, call)``: the candidate filter's
         inputs (:func:`filter_fields`) and the stored norms and gains; what the
         query tables are built from; the tile size and the scan engine
         (:func:`scan_engine`); how queries are prepared; and the arguments of
@@ -453,10 +454,10 @@ class TurboQuantIndex:
         tiles = (tile_blocks_for(codes), scan_engine(codec.index_bits, books))
         query = (codec.metric == "cosine", codec.mean if codec.center else _NO_MEAN,
                  *codec.rotation.query_args())
-        serial = ((*query, codes),
-                  (*fields, *tables, *tiles, self._to_metric(False),
-                   codec.center and codec.metric == "cosine"))
-        inputs = (fields, tables, tiles, query, serial)
+        call = ((*query, codes),
+                (*fields, *tables, *tiles, self._to_metric(False),
+                 codec.center and codec.metric == "cosine"))
+        inputs = (fields, tables, tiles, query, call)
         self._scan_cache = (store.n, codes, norms, gains, inputs)
         return inputs
 

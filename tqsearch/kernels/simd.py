@@ -710,15 +710,18 @@ def _emit_dot_queries(builder, weights, levels, biases, q0, nq, dpbusd, chains=1
                 slot = slots[i][chain][h]
                 builder.store(dpbusd(builder.load(slot), operands[h], w), slot)
 
-    def accs():
-        for per_query in slots:
-            for other in per_query[1:]:
-                for h in range(2):
-                    total = builder.add(builder.load(per_query[0][h]), builder.load(other[h]))
-                    builder.store(total, per_query[0][h])
-        return [per_query[0] for per_query in slots]
+    return table, lambda: _sum_chains(builder, slots), multiply
 
-    return table, accs, multiply
+
+def _sum_chains(builder, slots):
+    """Add each query's accumulator chains into its first: ``slots[i][chain][h]``
+    allocas; returns ``[slots[i][0]]``, the pairs the row filter reads."""
+    for per_query in slots:
+        for other in per_query[1:]:
+            for h in range(2):
+                total = builder.add(builder.load(per_query[0][h]), builder.load(other[h]))
+                builder.store(total, per_query[0][h])
+    return [per_query[0] for per_query in slots]
 
 
 def make_dot_filter_intrinsic(nq):
@@ -953,14 +956,8 @@ def make_perm_filter_intrinsic(nq):
                         builder.store(builder.add(builder.load(slot), wide), slot)
 
             _emit_vnni_steps(builder, codes_base, a_m, add_step, add_one, paired=chains == 2)
-            for per_query in accs:
-                for other in per_query[1:]:
-                    for h in range(2):
-                        total = builder.add(builder.load(per_query[0][h]), builder.load(other[h]))
-                        builder.store(total, per_query[0][h])
-            accs = [per_query[0] for per_query in accs]
-            return _emit_vnni_filter(builder, accs, a_q0, a_b, args[7], arr[5], arr[6],
-                                     arr[8], arr[9], arr[10])
+            return _emit_vnni_filter(builder, _sum_chains(builder, accs), a_q0, a_b, args[7],
+                                     arr[5], arr[6], arr[8], arr[9], arr[10])
 
         return sig, codegen
 
