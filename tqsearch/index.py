@@ -22,7 +22,8 @@ from .kernels.blocked_scan import (
 from .kernels.fastscan import BLOCK
 from .kernels.query import search_few
 from .kernels.rerank import rerank_exact
-from .kernels.scan import scan_topk
+from .kernels.rows8 import DOT_AVAILABLE, scan_rows8
+from .kernels.scan import MODE_QJL, scan_topk
 from .results import FORM_COSINE, FORM_L2, FORM_SIMILARITY, finalize_topk
 from .rotation import ROTATIONS, SERIAL_MAX_ROWS
 from .store import RAW_DTYPES, CodeStore
@@ -412,12 +413,25 @@ class TurboQuantIndex:
                 scan_blocked_topk_serial(*args)  # no thread-pool launch for one task
             else:
                 scan_blocked_topk(*args)
+        elif stop > start and self._scans_bytes():
+            batch = store.rows(start, stop)
+            form, fc_max = self._scan_inputs()[0][2:4]
+            scan_rows8(batch.codes, batch.norms, batch.gains, form, fc_max, y, codec.centroids,
+                       codec.mode, codec.distance_form, n_chunks, start, out_s, out_i)
         else:
             batch = store.rows(start, stop)
             scan_topk(batch.codes, batch.norms, batch.gains, y, y_sign, codec.centroids,
                       codec.index_bits, codec.mode, codec.distance_form, n_chunks, start,
                       out_s, out_i)
         return out_s.reshape(nq, -1), out_i.reshape(nq, -1)
+
+    def _scans_bytes(self) -> bool:
+        """Whether 8-bit row-major codes are scored as int8 dot products here
+        (:func:`tqsearch.kernels.rows8.scan_rows8`; QJL codes and CPUs without
+        AVX-512 VNNI and VBMI take the float row scan)."""
+        codec = self.codec
+        return (DOT_AVAILABLE and self._store.layout == "rows" and codec.index_bits == 8
+                and codec.mode != MODE_QJL)
 
     def _scans_blocks(self) -> bool:
         """Whether the blocked scan reads this index's codes here: always for the

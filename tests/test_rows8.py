@@ -1,0 +1,129 @@
+"""8-bit codes scored as int8 dot products (kernels/rows8.py) return the row scan's results."""
+
+import numpy as np
+import pytest
+
+import tqsearch
+from tqsearch.kernels import rows8
+from tqsearch.kernels.blocked_scan import filter_fields
+from tqsearch.kernels.scan import scan_topk
+
+pytestmark = pytest.mark.skipif(not rows8.DOT_AVAILABLE,
+                                reason="needs AVX-512 VNNI and VBMI (the row scan runs instead)")
+
+
+def data(n, d, nq, seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, d)) + 0.3).astype(np.float32)
+    q = (rng.standard_normal((nq, d)) + 0.3).astype(np.float32)
+    return x, q
+
+
+def heaps(index, q, k, start, stop, n_chunks, byte_scan):
+    """Both kernels' per-chunk heaps over rows ``start:stop``, sorted the same way."""
+    codec, store = index.codec, index._store
+    y, y_sign, _ = codec.prepare_queries(q)
+    batch = store.rows(start, stop)
+    out_s = np.empty((len(q), n_chunks, k), dtype=np.float32)
+    out_i = np.empty((len(q), n_chunks, k), dtype=np.int64)
+    if byte_scan:
+        _, _, form, fc_max = filter_fields(store.field("norms"), store.field("gains"), store.n,
+                                           codec.mode, codec.distance_form)
+        rows8.scan_rows8(batch.codes, batch.norms, batch.gains, form, fc_max, y,
+                         codec.centroids, codec.mode, codec.distance_form, n_chunks, start,
+                         out_s, out_i)
+    else:
+        scan_topk(batch.codes, batch.norms, batch.gains, y, y_sign, codec.centroids,
+                  codec.index_bits, codec.mode, codec.distance_form, n_chunks, start,
+                  out_s, out_i)
+    order = np.lexsort((out_i, -out_s), axis=-1)
+    return np.take_along_axis(out_s, order, -1), np.take_along_axis(out_i, order, -1)
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+@pytest.mark.parametrize("estimator", ["corrected", "mse"])
+@pytest.mark.parametrize("d", [20, 64, 130])
+def test_byte_scan_equals_row_scan(metric, estimator, d):
+    # d = 20: one partial 64-byte chunk; 64: one full; 130: two full and a partial.
+    # 1,001 rows: the last group of 16 is partial.
+    x, q = data(1001, d, 21, seed=d)
+    index = tqsearch.TurboQuantIndex(d, 8, metric=metric, estimator=estimator)
+    index.add(x)
+    assert index._store.layout == "rows"
+    for start, stop, n_chunks, k in [(0, 1001, 1, 10), (33, 700, 3, 7), (5, 12, 1, 20)]:
+        got = heaps(index, q, k, start, stop, n_chunks, True)
+        ref = heaps(index, q, k, start, stop, n_chunks, False)
+        np.testing.assert_array_equal(got[1], ref[1])
+        np.testing.assert_array_equal(got[0], ref[0])
+
+
+def test_search_takes_the_byte_scan_and_matches_the_row_scan():
+    x, q = data(3000, 96, 40, seed=5)
+    x[7] = 0  # a zero vector of a centred cosine index: flagged, ranked last
+    index = tqsearch.TurboQuantIndex(96, 8, metric="cosine")
+    index.add(x)
+    assert index._scans_bytes()
+    for k in (1, 10, 3000):
+        for threads in (1, 2):
+            D, I = index.search(q, k, n_threads=threads)
+            y, y_sign, sq = index.codec.prepare_queries(q)
+            s, i = heaps(index, q, k, 0, 3000, 1, False)
+            ref = tqsearch.results.finalize_topk(s.reshape(len(q), -1), i.reshape(len(q), -1),
+                                                 k, sq, index._to_metric(False))
+            np.testing.assert_array_equal(I, ref[1])
+            np.testing.assert_allclose(D, ref[0], rtol=1e-6, atol=1e-6)
+
+
+def test_qjl_codes_keep_the_row_scan():
+    index = tqsearch.TurboQuantIndex(32, 8, qjl=True)
+    assert not index._scans_bytes()
+
+
+def test_levels_and_weights_bound_the_float_sum():
+    # the filter's premise: offset + scale * S bounds sum_j y_j c_j from above and
+    # below, for every code (here: random codes, d = 200, queries of any scale)
+    rng = np.random.default_rng(3)
+    d, n = 200, 500
+    centroids = np.sort(rng.standard_normal(256)).astype(np.float32) / np.sqrt(d)
+    levels, level_scale, level_error, top = rows8.byte_levels(centroids)
+    signed = levels.view(np.int8).astype(np.int64)
+    assert np.abs(centroids - level_scale * signed).max() <= level_error * (1 + 1e-12)
+    codes = rng.integers(0, 256, (n, d), dtype=np.uint8)
+    values = centroids[codes]
+    for scale in (1e-3, 1.0, 1e3):
+        y = (rng.standard_normal((3, d)) * scale).astype(np.float32)
+        weights = np.zeros((3, 256), dtype=np.uint8)
+        params = np.zeros(9, dtype=np.float32)
+        for q in range(3):
+            rows8.prepare_weights(y[q], level_scale, level_error, top, weights, q, params)
+            w = weights[q, :d].astype(np.int64) - 128
+            assert np.all(weights[q, d:] == 128)
+            S = signed[codes] @ w
+            exact = values.astype(np.float64) @ y[q].astype(np.float64)
+            offset, step = np.float64(params[3 * q]), np.float64(params[3 * q + 1])
+            assert np.all(np.abs(exact - step * S) <= offset)
+            # and tight enough to filter: a few hundredths of the cosine scale
+            row_norm = np.sqrt((values.astype(np.float64) ** 2).sum(1).mean())
+            assert offset < 0.05 * np.linalg.norm(y[q]) * row_norm
+
+
+def test_decode_levels_writes_levels_and_their_sums():
+    from numba import njit
+
+    @njit
+    def decode(codes, v0, count, levels, buf, sums):
+        rows8.decode_levels(codes, v0, count, levels, buf, sums)
+
+    rng = np.random.default_rng(4)
+    for d in (1, 63, 64, 65, 200):
+        codes = rng.integers(0, 256, (40, d), dtype=np.uint8)
+        levels = rng.integers(0, 256, 256, dtype=np.uint8)
+        width = -(-d // 64) * 64
+        buf = np.full((16, width), 99, dtype=np.uint8)
+        sums = np.zeros(16, dtype=np.int32)
+        decode(codes, 20, 13, levels, buf, sums)
+        want = levels[codes[20:33]]
+        np.testing.assert_array_equal(buf[:13, :d], want)
+        assert np.all(buf[:13, d:] == 0)
+        assert np.all(buf[13:] == 99)  # rows past count untouched
+        np.testing.assert_array_equal(sums[:13], want.view(np.int8).astype(np.int64).sum(1))

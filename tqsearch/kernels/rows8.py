@@ -1,0 +1,396 @@
+"""8-bit row-major codes scored as int8 dot products, 16 rows at a time.
+
+At 8 bits a code is one byte per coordinate, stored row by row. Decoding every
+row to floats for a float dot product per query (:func:`.scan.scan_topk`) costs
+a table lookup per coordinate and ``d`` multiply-adds per query. Here, where
+AVX-512 VNNI and VBMI are available, each group of 16 rows is decoded once into
+int8 levels, the codebook quantized with one scale (:func:`byte_levels`: two
+128-entry ``vpermi2b`` lookups and a blend on the top bit per 64 bytes), for
+all the queries of a group; a query, quantized to int8 weights
+(:func:`prepare_weights`), then scores the 16 rows with one ``vpdpbusd`` per 64
+coordinates and row. The integer sum bounds the float score from above (the
+quantization errors of weights and levels, summed over the coordinates, plus
+float32 rounding), and the rows whose bound reaches the query's ``k``-th best are
+re-scored exactly as :func:`.scan.scan_topk` scores them (:func:`.scan.decode_row`,
+:func:`.scan.dot`, :func:`.scan.combine`): the results are the row scan's.
+
+``vpdpbusd`` multiplies unsigned bytes by signed ones: the weights go in as ``w +
+128`` (uint8) and the levels as int8, so the sum carries ``128 * sum(levels)``,
+a per-row term computed when the row is decoded and taken off before the test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+from ..config import FASTMATH
+from .fastscan import DOT_AVAILABLE
+from .scan import MODE_CORRECTED, ZERO_VECTOR_SCORE, combine, decode_row, dot
+from .topk import heap_init, heap_push
+
+__all__ = ["ROWS", "DOT_AVAILABLE", "byte_levels", "prepare_weights", "scan_rows8"]
+
+#: Rows decoded together; the int32 sums of a query's 16 rows fill one 512-bit register.
+ROWS = 16
+#: Queries that share each decoded group of rows.
+GROUP_QUERIES = 16
+#: Relative margin of the threshold (as :data:`.blocked_scan.MARGIN`): the float32
+#: rounding of the filter's ``fa * x - fc`` against the exact score's.
+MARGIN = 1e-5
+
+_i1 = ir.IntType(1)
+_i8 = ir.IntType(8)
+_i32 = ir.IntType(32)
+_i64 = ir.IntType(64)
+_f32 = ir.FloatType()
+_v64i8 = ir.VectorType(_i8, 64)
+_v16i32 = ir.VectorType(_i32, 16)
+_v16f32 = ir.VectorType(_f32, 16)
+
+
+def _const(value, ty=_i64):
+    return ir.Constant(ty, value)
+
+
+def _splat(builder, value, vec):
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), value, _const(0, _i32))
+    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
+                                  ir.Constant(ir.VectorType(_i32, vec.count), [0] * vec.count))
+
+
+def _x86(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module,
+                                        ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+def _dpbusd(builder, acc, unsigned, signed):
+    return _x86(builder, "llvm.x86.avx512.vpdpbusd.512", _v16i32,
+                [acc, builder.bitcast(unsigned, _v16i32), builder.bitcast(signed, _v16i32)])
+
+
+def _check_array(fname, name, ty, dtype, ndim):
+    if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.ndim == ndim
+            and ty.layout == "C"):
+        raise TypingError(f"{fname}: {name} must be a C-contiguous {ndim}-D {dtype} array, "
+                          f"got {ty}")
+
+
+def _transpose_sum_masks():
+    """Shuffle masks that add 16 vectors of 16 lanes into one vector of their sums.
+
+    Each round pairs vectors holding ``R`` rows in segments of ``P`` lanes and
+    adds the first half of every segment to its second half, leaving ``2 R``
+    rows in segments of ``P / 2``; after four rounds lane ``i`` holds the sum of
+    row ``order[i]``. Returns the rounds' ``(low, high)`` masks over a pair's
+    32 lanes and ``order``.
+    """
+    vectors = [[r] * 16 for r in range(16)]
+    rounds = []
+    seg = 16
+    while len(vectors) > 1:
+        half = seg // 2
+        low = [s * seg + i + side * 16 for s in range(16 // seg) for side in (0, 1)
+               for i in range(half)]
+        rounds.append((low, [x + half for x in low]))
+        vectors = [[(vectors[2 * p] + vectors[2 * p + 1])[x] for x in low]
+                   for p in range(len(vectors) // 2)]
+        seg = half
+    return rounds, vectors[0]
+
+
+_ROUNDS, _ORDER = _transpose_sum_masks()
+# the last shuffle puts row r's sum in lane r
+_TO_ROW_ORDER = [_ORDER.index(r) for r in range(16)]
+
+
+@intrinsic
+def decode_levels(typingctx, codes, v0, count, levels, buf, level_sums):
+    """Decode rows ``v0 .. v0 + count - 1`` of 8-bit ``codes`` into int8 levels.
+
+    ``codes`` uint8 (n, d), one byte per coordinate; ``levels`` uint8 (256,), the
+    int8 level of each code (two's complement); ``buf`` uint8 (16, D64) with
+    ``D64`` a multiple of 64, at least ``d``: ``buf[i, j] = levels[codes[v0 + i,
+    j]]`` for ``j < d``, 0 beyond; ``level_sums[i]`` (int32) the sum of row
+    ``i``'s levels. All C-contiguous; nothing is bounds-checked.
+    """
+    fname = "decode_levels"
+    _check_array(fname, "codes", codes, types.uint8, 2)
+    _check_array(fname, "levels", levels, types.uint8, 1)
+    _check_array(fname, "buf", buf, types.uint8, 2)
+    _check_array(fname, "level_sums", level_sums, types.int32, 1)
+    sig = types.void(codes, types.intp, types.intp, levels, buf, level_sums)
+
+    def codegen(context, builder, signature, args):
+        c_arr = context.make_array(signature.args[0])(context, builder, args[0])
+        t_arr = context.make_array(signature.args[3])(context, builder, args[3])
+        b_arr = context.make_array(signature.args[4])(context, builder, args[4])
+        s_arr = context.make_array(signature.args[5])(context, builder, args[5])
+        v0, count = args[1], args[2]
+        row_bytes = cgutils.unpack_tuple(builder, c_arr.shape, 2)[1]
+        width = cgutils.unpack_tuple(builder, b_arr.shape, 2)[1]
+        table = [builder.load(builder.bitcast(builder.gep(t_arr.data, [_const(64 * i)]),
+                                              _v64i8.as_pointer()), align=1) for i in range(4)]
+        ones = ir.Constant(_v64i8, [1] * 64)
+        zero8 = ir.Constant(_v64i8, [0] * 64)
+        d = row_bytes
+        full = builder.udiv(d, _const(64))
+        rest = builder.sub(d, builder.mul(full, _const(64)))
+        # the last chunk's valid bytes as a 64-bit mask (a lane compare would be
+        # eight 512-bit compares of 64-bit lanes)
+        rest_mask = builder.bitcast(builder.sub(builder.shl(_const(1), rest), _const(1)),
+                                    ir.VectorType(_i1, 64))
+        masked_load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_v64i8, [_v64i8.as_pointer(), _i32,
+                                                     ir.VectorType(_i1, 64), _v64i8]),
+            "llvm.masked.load.v64i8.p0")
+
+        def level_chunk(src, dst, acc, at, valid):
+            ptr = builder.bitcast(builder.gep(src, [at]), _v64i8.as_pointer())
+            if valid is None:
+                index = builder.load(ptr, align=1)
+            else:  # bytes past the row read as code 0 and are never touched
+                index = builder.call(masked_load, [ptr, _const(1, _i32), valid, zero8])
+            low = _x86(builder, "llvm.x86.avx512.vpermi2var.qi.512", _v64i8,
+                       [table[0], index, table[1]])
+            high = _x86(builder, "llvm.x86.avx512.vpermi2var.qi.512", _v64i8,
+                        [table[2], index, table[3]])
+            level = builder.select(builder.icmp_signed("<", index, zero8), high, low)
+            if valid is not None:
+                level = builder.select(valid, level, zero8)
+            builder.store(level, builder.bitcast(builder.gep(dst, [at]), _v64i8.as_pointer()),
+                          align=1)
+            builder.store(_dpbusd(builder, builder.load(acc), ones, level), acc)
+
+        with cgutils.for_range(builder, count) as row:
+            src = builder.gep(c_arr.data, [builder.mul(builder.add(v0, row.index), row_bytes)])
+            dst = builder.gep(b_arr.data, [builder.mul(row.index, width)])
+            acc = cgutils.alloca_once_value(builder, ir.Constant(_v16i32, [0] * 16))
+            with cgutils.for_range(builder, full) as chunk:
+                level_chunk(src, dst, acc, builder.mul(chunk.index, _const(64)), None)
+            with builder.if_then(builder.icmp_unsigned("!=", rest, _const(0))):
+                level_chunk(src, dst, acc, builder.mul(full, _const(64)), rest_mask)
+            total = _x86(builder, "llvm.vector.reduce.add.v16i32", _i32, [builder.load(acc)])
+            builder.store(total, builder.gep(s_arr.data, [row.index]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def dot_filter(typingctx, buf, count, weights, q, level_sums, fa, fc, params, p):
+    """Bit mask of the decoded rows whose score can exceed query ``q``'s threshold.
+
+    ``buf`` and ``level_sums`` as :func:`decode_levels` wrote them (rows ``0 ..
+    count - 1`` valid); ``weights`` uint8 (nq, D64), query ``q``'s int8 weights
+    plus 128 (:func:`prepare_weights`); ``fa``, ``fc`` float32 (16,), the rows'
+    factors; ``params`` float32, ``(offset, scale, threshold)`` at ``3 p``. With
+    ``S = sum_j (weights[q, j] - 128) * buf[i, j]`` (one ``vpdpbusd`` per 64
+    bytes and row), bit ``i`` is set when ``fa[i] * (offset + scale * S) -
+    fc[i] > threshold``, float32 in that order. Returns int64.
+    """
+    fname = "dot_filter"
+    _check_array(fname, "buf", buf, types.uint8, 2)
+    _check_array(fname, "weights", weights, types.uint8, 2)
+    _check_array(fname, "level_sums", level_sums, types.int32, 1)
+    for name, ty in (("fa", fa), ("fc", fc), ("params", params)):
+        _check_array(fname, name, ty, types.float32, 1)
+    sig = types.int64(buf, types.intp, weights, types.intp, level_sums, fa, fc, params,
+                      types.intp)
+
+    def codegen(context, builder, signature, args):
+        arr = {i: context.make_array(signature.args[i])(context, builder, args[i])
+               for i in (0, 2, 4, 5, 6, 7)}
+        count, q, p = args[1], args[3], args[8]
+        width = cgutils.unpack_tuple(builder, arr[0].shape, 2)[1]
+        w_row = builder.gep(arr[2].data, [builder.mul(q, width)])
+        zero = ir.Constant(_v16i32, [0] * 16)
+        accs = [cgutils.alloca_once_value(builder, zero) for _ in range(ROWS)]
+        with cgutils.for_range(builder, builder.udiv(width, _const(64))) as chunk:
+            at = builder.mul(chunk.index, _const(64))
+            w = builder.load(builder.bitcast(builder.gep(w_row, [at]), _v64i8.as_pointer()),
+                             align=1)
+            for r, acc in enumerate(accs):
+                src = builder.gep(arr[0].data, [builder.add(builder.mul(_const(r), width), at)])
+                level = builder.load(builder.bitcast(src, _v64i8.as_pointer()), align=1)
+                builder.store(_dpbusd(builder, builder.load(acc), w, level), acc)
+        vectors = [builder.load(acc) for acc in accs]
+        for low, high in _ROUNDS:
+            low_mask = ir.Constant(ir.VectorType(_i32, 16), low)
+            high_mask = ir.Constant(ir.VectorType(_i32, 16), high)
+            vectors = [builder.add(builder.shuffle_vector(a, b, low_mask),
+                                   builder.shuffle_vector(a, b, high_mask))
+                       for a, b in zip(vectors[::2], vectors[1::2], strict=True)]
+        sums = builder.shuffle_vector(vectors[0], vectors[0],
+                                      ir.Constant(ir.VectorType(_i32, 16), _TO_ROW_ORDER))
+        level_sums16 = builder.load(builder.bitcast(arr[4].data, _v16i32.as_pointer()), align=4)
+        sums = builder.sub(sums, builder.shl(level_sums16, ir.Constant(_v16i32, [7] * 16)))
+        at = builder.mul(p, _const(3))
+        offset, scale, threshold = (
+            _splat(builder, builder.load(builder.gep(arr[7].data, [builder.add(at, _const(i))])),
+                   _v16f32) for i in range(3))
+        factor_a = builder.load(builder.bitcast(arr[5].data, _v16f32.as_pointer()), align=4)
+        factor_c = builder.load(builder.bitcast(arr[6].data, _v16f32.as_pointer()), align=4)
+        x = builder.fadd(offset, builder.fmul(scale, builder.sitofp(sums, _v16f32)))
+        score = builder.fsub(builder.fmul(factor_a, x), factor_c)
+        passed = builder.bitcast(builder.fcmp_ordered(">", score, threshold), ir.IntType(16))
+        mask = builder.zext(passed, _i64)
+        rows = builder.sub(builder.shl(_const(1), count), _const(1))
+        return builder.and_(mask, rows)
+
+    return sig, codegen
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def byte_levels(centroids):
+    """The 256-entry codebook as int8 levels of one scale.
+
+    Returns ``(levels, scale, error, top)``: ``levels`` uint8 (256,), the int8
+    ``round(centroids / scale)`` in two's complement; ``scale = top / 127``;
+    ``error``, the largest ``|centroid - scale * level|``; ``top``, the largest
+    ``|centroid|``.
+    """
+    top = 0.0
+    for c in centroids:
+        top = max(top, abs(np.float64(c)))
+    scale = top / 127.0 if top > 0 else 1.0
+    levels = np.empty(256, dtype=np.uint8)
+    error = 0.0
+    for e in range(256):
+        level = min(max(np.int64(np.round(np.float64(centroids[e]) / scale)), -127), 127)
+        levels[e] = np.uint8(level & 255)
+        error = max(error, abs(np.float64(centroids[e]) - scale * level))
+    return levels, scale, error, top
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def prepare_weights(y, level_scale, level_error, top, weights, q, params):
+    """Query ``q``'s int8 weights (plus 128, uint8) and its bound's ``(offset, scale)``.
+
+    ``y`` float32 (d,) the rotated query; ``weights`` uint8 (nq, D64): row ``q``
+    gets ``round(y / w_scale) + 128``, 128 past ``d``; ``params[3 q : 3 q + 2] =
+    (offset, scale)`` with ``scale = w_scale * level_scale`` and ``offset`` the
+    largest ``|sum_j y_j c_j - scale * S|`` over any codes (the weights' and the
+    levels' rounding, each coordinate at its worst) plus the float32 rounding
+    of the exact score's dot product.
+    """
+    d = y.shape[0]
+    largest = 0.0
+    for j in range(d):
+        largest = max(largest, abs(np.float64(y[j])))
+    w_scale = largest / 127.0 if largest > 0 else 1.0
+    error = 0.0
+    mass = 0.0
+    for j in range(d):
+        yj = np.float64(y[j])
+        w = np.int64(np.round(yj / w_scale))
+        weights[q, j] = np.uint8(w + 128)
+        error += abs(yj - w_scale * w) * top + w_scale * abs(w) * level_error
+        mass += abs(yj) * top
+    for j in range(d, weights.shape[1]):
+        weights[q, j] = np.uint8(128)
+    error = error * 1.0001 + (d + 2) * 1.2e-7 * mass
+    params[3 * q] = np.float32(error)
+    params[3 * q + 1] = np.float32(w_scale * level_scale)
+
+
+@njit(inline="always")
+def _lowered(threshold, fc_max):
+    """``threshold`` less the rounding margin (-inf below every score)."""
+    t = np.float64(threshold)
+    return np.float32(t - MARGIN * (abs(t) + fc_max))
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def scan_rows8(codes, norms, gains, form, fc_max, y, centroids, mode, distance_form, n_chunks,
+               label_offset, out_score, out_label):
+    """:func:`.scan.scan_topk` for 8-bit codes without QJL, through int8 dot products.
+
+    Parameters
+    ----------
+    codes : uint8 (n, d)
+        One byte per coordinate, row by row.
+    norms : float32 (n,) or (0,)
+    gains : uint16 (n,) or (0,)
+    form : float32 (4,)
+        ``(pre, dist, ...)`` of :func:`.blocked_scan.filter_fields`: a row's
+        factors are ``fa = pre * norm * gain`` (gain ``GAIN_ONE`` without
+        per-vector gains) and ``fc = dist * norm^2``.
+    fc_max : float
+        Largest ``fc`` (the threshold's margin).
+    y : float32 (nq, d)
+        Rotated queries.
+    centroids : float32 (256,)
+    mode : int
+        ``MODE_MSE`` or ``MODE_CORRECTED``.
+    distance_form : bool
+    n_chunks : int
+        Split the codes into this many ranges per query.
+    label_offset : int
+        Label of row 0.
+    out_score : float32 (nq, n_chunks, k), written (unsorted heaps)
+    out_label : int64 (nq, n_chunks, k), written (-1 where fewer than k codes)
+    """
+    n = codes.shape[0]
+    nq, d = y.shape
+    width = (d + 63) // 64 * 64
+    levels, level_scale, level_error, top = byte_levels(centroids)
+    weights = np.empty((nq, width), dtype=np.uint8)
+    params = np.empty(3 * nq, dtype=np.float32)
+    for q in range(nq):
+        prepare_weights(y[q], level_scale, level_error, top, weights, q, params)
+    pre, dist = form[0], form[1]
+    has_norms = norms.shape[0] > 0
+    has_gains = mode == MODE_CORRECTED
+    one = np.float32(1.0)
+    gain_one = np.float32(16384.0)
+    chunk = (n + n_chunks - 1) // n_chunks
+    n_groups = (nq + GROUP_QUERIES - 1) // GROUP_QUERIES
+    no_table = np.zeros((0, 1), dtype=np.float32)
+    for task in prange(n_groups * n_chunks):
+        q0 = (task // n_chunks) * GROUP_QUERIES
+        q1 = min(nq, q0 + GROUP_QUERIES)
+        c = task % n_chunks
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        local = np.empty(3 * (q1 - q0), dtype=np.float32)
+        for q in range(q0, q1):
+            heap_init(out_score[q, c], out_label[q, c])
+            local[3 * (q - q0)] = params[3 * q]
+            local[3 * (q - q0) + 1] = params[3 * q + 1]
+            local[3 * (q - q0) + 2] = _lowered(out_score[q, c, 0], fc_max)
+        buf = np.zeros((ROWS, width), dtype=np.uint8)
+        level_sums = np.zeros(ROWS, dtype=np.int32)
+        fa = np.zeros(ROWS, dtype=np.float32)
+        fc = np.zeros(ROWS, dtype=np.float32)
+        values = np.zeros(d, dtype=np.float32)
+        for r0 in range(lo, hi, ROWS):
+            count = min(ROWS, hi - r0)
+            decode_levels(codes, r0, count, levels, buf, level_sums)
+            for i in range(count):
+                norm = norms[r0 + i] if has_norms else one
+                gain = np.float32(gains[r0 + i]) if has_gains else gain_one
+                if norm < 0:  # a zero vector of a centred cosine index
+                    fa[i] = np.float32(0.0)
+                    fc[i] = np.float32(-ZERO_VECTOR_SCORE)
+                else:
+                    fa[i] = pre * norm * gain
+                    fc[i] = dist * norm * norm
+            for q in range(q0, q1):
+                mask = dot_filter(buf, count, weights, q, level_sums, fa, fc, local, q - q0)
+                if mask == 0:
+                    continue
+                for i in range(count):
+                    if (mask >> i) & 1:
+                        v = r0 + i
+                        decode_row(codes[v], 0, 8, centroids, no_table, values)
+                        s = combine(dot(values, y[q]), np.float32(0.0), v, mode, np.float32(0.0),
+                                    norms, gains, distance_form)
+                        if s > out_score[q, c, 0]:
+                            heap_push(out_score[q, c], out_label[q, c], s, v + label_offset)
+                local[3 * (q - q0) + 2] = _lowered(out_score[q, c, 0], fc_max)
