@@ -1,18 +1,20 @@
-"""8-bit row-major codes scored as int8 dot products, 16 rows at a time.
+"""Row-major codes of 5 to 8 bits scored as int8 dot products, 16 rows at a time.
 
-At 8 bits a code is one byte per coordinate, stored row by row. Decoding every
-row to floats for a float dot product per query (:func:`.scan.scan_topk`) costs
-a table lookup per coordinate and ``d`` multiply-adds per query. Here, where
-AVX-512 VNNI and VBMI are available, each group of 16 rows is decoded once into
-int8 levels, the codebook quantized with one scale (:func:`byte_levels`: two
-128-entry ``vpermi2b`` lookups and a blend on the top bit per 64 bytes), for
-all the queries of a group; a query, quantized to int8 weights
+Codes of 5 to 8 bits are stored row by row, packed. Decoding every row to floats
+for a float dot product per query (:func:`.scan.scan_topk`) costs a lookup per
+coordinate and ``d`` multiply-adds per query. Here, where AVX-512 VNNI and VBMI
+are available, each group of 16 rows is decoded once into int8 levels, the
+codebook quantized with one scale (:func:`byte_levels`), for all the queries of
+a group: per 64 codes a ``vpermb`` and a ``vpmultishiftqb`` cut 5- to 7-bit
+codes into bytes, ``vpermi2b`` looks their levels up (two lookups and a blend
+on the top bit for 8 bits). A query, quantized to int8 weights
 (:func:`prepare_weights`), then scores the 16 rows with one ``vpdpbusd`` per 64
-coordinates and row. The integer sum bounds the float score from above (the
-quantization errors of weights and levels, summed over the coordinates, plus
-float32 rounding), and the rows whose bound reaches the query's ``k``-th best are
-re-scored exactly as :func:`.scan.scan_topk` scores them (:func:`.scan.decode_row`,
-:func:`.scan.dot`, :func:`.scan.combine`): the results are the row scan's.
+coordinates and row. The integer sum bounds the float score from both sides (the
+quantization errors of weights and levels, each coordinate at its worst, plus
+float32 rounding), and the rows whose upper bound reaches the query's ``k``-th
+best are re-scored exactly as :func:`.scan.scan_topk` scores them
+(:func:`.scan.decode_row`, :func:`.scan.dot`, :func:`.scan.combine`): the
+results are the row scan's.
 
 ``vpdpbusd`` multiplies unsigned bytes by signed ones: the weights go in as ``w +
 128`` (uint8) and the levels as int8, so the sum carries ``128 * sum(levels)``,
@@ -33,7 +35,7 @@ from .fastscan import DOT_AVAILABLE
 from .scan import MODE_CORRECTED, ZERO_VECTOR_SCORE, combine, decode_row, dot
 from .topk import heap_init, heap_push
 
-__all__ = ["ROWS", "DOT_AVAILABLE", "byte_levels", "prepare_weights", "scan_rows8"]
+__all__ = ["ROWS", "DOT_AVAILABLE", "byte_levels", "prepare_weights", "scan_rowdot"]
 
 #: Rows decoded together; the int32 sums of a query's 16 rows fill one 512-bit register.
 ROWS = 16
@@ -109,74 +111,117 @@ _ROUNDS, _ORDER = _transpose_sum_masks()
 _TO_ROW_ORDER = [_ORDER.index(r) for r in range(16)]
 
 
-@intrinsic
-def decode_levels(typingctx, codes, v0, count, levels, buf, level_sums):
-    """Decode rows ``v0 .. v0 + count - 1`` of 8-bit ``codes`` into int8 levels.
+# 5 to 7 bits: eight codes fill ``bits`` bytes. Byte 8 i + t of the gather takes
+# byte bits * i + t of a 64-code chunk, so that 64-bit lane i starts with codes
+# 8 i .. 8 i + 7; the multishift then moves code t (bits bits * t ..) to byte t.
+_SPREAD = {b: [b * (i // 8) + i % 8 for i in range(64)] for b in (5, 6, 7)}
+_SHIFTS = {b: [b * (i % 8) for i in range(64)] for b in (5, 6, 7)}
 
-    ``codes`` uint8 (n, d), one byte per coordinate; ``levels`` uint8 (256,), the
-    int8 level of each code (two's complement); ``buf`` uint8 (16, D64) with
-    ``D64`` a multiple of 64, at least ``d``: ``buf[i, j] = levels[codes[v0 + i,
-    j]]`` for ``j < d``, 0 beyond; ``level_sums[i]`` (int32) the sum of row
-    ``i``'s levels. All C-contiguous; nothing is bounds-checked.
+
+@intrinsic
+def decode_levels(typingctx, codes, v0, count, bits, d, levels, buf, level_sums):
+    """Decode rows ``v0 .. v0 + count - 1`` of ``codes`` into int8 levels.
+
+    ``codes`` uint8 (n, >= ceil(d * bits / 8)): ``d`` codes of ``bits`` (5 to 8)
+    bits a row, packed as :func:`tqsearch.kernels.encode.pack_bits` does (8 bits:
+    a byte each); ``levels`` uint8 (256,), the int8 level (two's complement) of
+    each code value, repeating every ``2**bits`` entries; ``buf`` uint8 (16,
+    D64) with ``D64`` a multiple of 64, at least ``d``: ``buf[i, j]`` is the
+    level of row ``i``'s code ``j`` for ``j < d``, 0 beyond; ``level_sums[i]``
+    (int32) the sum of row ``i``'s levels. Per 64 codes: a load, for 5 to 7
+    bits a ``vpermb`` and a ``vpmultishiftqb`` that cut the codes into bytes
+    (their top bits are the next code's, which the repeating table ignores),
+    then ``vpermi2b`` lookups (two and a blend on the top bit for 8 bits).
+    All C-contiguous; nothing is bounds-checked.
     """
     fname = "decode_levels"
     _check_array(fname, "codes", codes, types.uint8, 2)
     _check_array(fname, "levels", levels, types.uint8, 1)
     _check_array(fname, "buf", buf, types.uint8, 2)
     _check_array(fname, "level_sums", level_sums, types.int32, 1)
-    sig = types.void(codes, types.intp, types.intp, levels, buf, level_sums)
+    sig = types.void(codes, types.intp, types.intp, types.intp, types.intp, levels, buf,
+                     level_sums)
 
     def codegen(context, builder, signature, args):
         c_arr = context.make_array(signature.args[0])(context, builder, args[0])
-        t_arr = context.make_array(signature.args[3])(context, builder, args[3])
-        b_arr = context.make_array(signature.args[4])(context, builder, args[4])
-        s_arr = context.make_array(signature.args[5])(context, builder, args[5])
-        v0, count = args[1], args[2]
+        t_arr = context.make_array(signature.args[5])(context, builder, args[5])
+        b_arr = context.make_array(signature.args[6])(context, builder, args[6])
+        s_arr = context.make_array(signature.args[7])(context, builder, args[7])
+        v0, count, bits, d = args[1], args[2], args[3], args[4]
         row_bytes = cgutils.unpack_tuple(builder, c_arr.shape, 2)[1]
         width = cgutils.unpack_tuple(builder, b_arr.shape, 2)[1]
         table = [builder.load(builder.bitcast(builder.gep(t_arr.data, [_const(64 * i)]),
                                               _v64i8.as_pointer()), align=1) for i in range(4)]
         ones = ir.Constant(_v64i8, [1] * 64)
         zero8 = ir.Constant(_v64i8, [0] * 64)
-        d = row_bytes
+        v_mask = ir.VectorType(_i1, 64)
         full = builder.udiv(d, _const(64))
         rest = builder.sub(d, builder.mul(full, _const(64)))
-        # the last chunk's valid bytes as a 64-bit mask (a lane compare would be
-        # eight 512-bit compares of 64-bit lanes)
-        rest_mask = builder.bitcast(builder.sub(builder.shl(_const(1), rest), _const(1)),
-                                    ir.VectorType(_i1, 64))
-        masked_load = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_v64i8, [_v64i8.as_pointer(), _i32,
-                                                     ir.VectorType(_i1, 64), _v64i8]),
-            "llvm.masked.load.v64i8.p0")
 
-        def level_chunk(src, dst, acc, at, valid):
+        def low_bits(n):
+            """The first ``n`` (< 64) lanes as a 64-lane mask."""
+            return builder.bitcast(builder.sub(builder.shl(_const(1), n), _const(1)), v_mask)
+
+        # the last chunk's codes as a lane mask (a lane compare would take eight
+        # 512-bit compares of 64-bit lanes)
+        rest_mask = low_bits(rest)
+        masked_load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_v64i8, [_v64i8.as_pointer(), _i32, v_mask, _v64i8]),
+            "llvm.masked.load.v64i8.p0")
+        multishift = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_v64i8, [_v64i8, _v64i8]),
+            "llvm.x86.avx512.pmultishift.qb.512")
+
+        def codes_of(src, chunk, width_bits, last):
+            """Chunk ``chunk``'s 64 codes, one a byte (the top bits of 5-7-bit
+            codes hold the next code's bits); bytes past the row read as 0."""
+            size = 8 * width_bits
+            at = builder.mul(chunk, _const(size))
             ptr = builder.bitcast(builder.gep(src, [at]), _v64i8.as_pointer())
-            if valid is None:
-                index = builder.load(ptr, align=1)
-            else:  # bytes past the row read as code 0 and are never touched
-                index = builder.call(masked_load, [ptr, _const(1, _i32), valid, zero8])
+            if width_bits == 8 and not last:
+                return builder.load(ptr, align=1)
+            take = _const(size)
+            if last:
+                left = builder.sub(row_bytes, at)
+                take = builder.select(builder.icmp_signed("<", left, take), left, take)
+            data = builder.call(masked_load, [ptr, _const(1, _i32), low_bits(take), zero8])
+            if width_bits == 8:
+                return data
+            spread = _x86(builder, "llvm.x86.avx512.permvar.qi.512", _v64i8,
+                          [data, ir.Constant(_v64i8, _SPREAD[width_bits])])
+            return builder.call(multishift, [ir.Constant(_v64i8, _SHIFTS[width_bits]), spread])
+
+        def level_chunk(src, dst, acc, chunk, width_bits, last):
+            index = codes_of(src, chunk, width_bits, last)
             low = _x86(builder, "llvm.x86.avx512.vpermi2var.qi.512", _v64i8,
                        [table[0], index, table[1]])
-            high = _x86(builder, "llvm.x86.avx512.vpermi2var.qi.512", _v64i8,
-                        [table[2], index, table[3]])
-            level = builder.select(builder.icmp_signed("<", index, zero8), high, low)
-            if valid is not None:
-                level = builder.select(valid, level, zero8)
+            if width_bits == 8:
+                high = _x86(builder, "llvm.x86.avx512.vpermi2var.qi.512", _v64i8,
+                            [table[2], index, table[3]])
+                level = builder.select(builder.icmp_signed("<", index, zero8), high, low)
+            else:
+                level = low
+            if last:  # lanes past d hold no code
+                level = builder.select(rest_mask, level, zero8)
+            at = builder.mul(chunk, _const(64))
             builder.store(level, builder.bitcast(builder.gep(dst, [at]), _v64i8.as_pointer()),
                           align=1)
             builder.store(_dpbusd(builder, builder.load(acc), ones, level), acc)
 
-        with cgutils.for_range(builder, count) as row:
-            src = builder.gep(c_arr.data, [builder.mul(builder.add(v0, row.index), row_bytes)])
-            dst = builder.gep(b_arr.data, [builder.mul(row.index, width)])
-            acc = cgutils.alloca_once_value(builder, ir.Constant(_v16i32, [0] * 16))
-            with cgutils.for_range(builder, full) as chunk:
-                level_chunk(src, dst, acc, builder.mul(chunk.index, _const(64)), None)
-            with builder.if_then(builder.icmp_unsigned("!=", rest, _const(0))):
-                level_chunk(src, dst, acc, builder.mul(full, _const(64)), rest_mask)
-            total = _x86(builder, "llvm.vector.reduce.add.v16i32", _i32, [builder.load(acc)])
-            builder.store(total, builder.gep(s_arr.data, [row.index]))
+        for width_bits in (5, 6, 7, 8):  # one straight-line body per code width
+            with builder.if_then(builder.icmp_signed("==", bits, _const(width_bits))):
+                with cgutils.for_range(builder, count) as row:
+                    src = builder.gep(c_arr.data, [builder.mul(builder.add(v0, row.index),
+                                                               row_bytes)])
+                    dst = builder.gep(b_arr.data, [builder.mul(row.index, width)])
+                    acc = cgutils.alloca_once_value(builder, ir.Constant(_v16i32, [0] * 16))
+                    with cgutils.for_range(builder, full) as chunk:
+                        level_chunk(src, dst, acc, chunk.index, width_bits, False)
+                    with builder.if_then(builder.icmp_unsigned("!=", rest, _const(0))):
+                        level_chunk(src, dst, acc, full, width_bits, True)
+                    total = _x86(builder, "llvm.vector.reduce.add.v16i32", _i32,
+                                 [builder.load(acc)])
+                    builder.store(total, builder.gep(s_arr.data, [row.index]))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -248,23 +293,26 @@ def dot_filter(typingctx, buf, count, weights, q, level_sums, fa, fc, params, p)
 
 @njit(inline="always", fastmath=FASTMATH)
 def byte_levels(centroids):
-    """The 256-entry codebook as int8 levels of one scale.
+    """A codebook of ``2**bits`` entries (``bits`` 5 to 8) as int8 levels of one scale.
 
-    Returns ``(levels, scale, error, top)``: ``levels`` uint8 (256,), the int8
-    ``round(centroids / scale)`` in two's complement; ``scale = top / 127``;
-    ``error``, the largest ``|centroid - scale * level|``; ``top``, the largest
-    ``|centroid|``.
+    Returns ``(levels, scale, error, top)``: ``levels`` uint8 (256,), entry ``e``
+    the int8 ``round(centroids[e % 2**bits] / scale)`` in two's complement (the
+    table repeats, so that code bytes with other bits above the code look up
+    the same level); ``scale = top / 127``; ``error``, the largest ``|centroid -
+    scale * level|``; ``top``, the largest ``|centroid|``.
     """
     top = 0.0
     for c in centroids:
         top = max(top, abs(np.float64(c)))
     scale = top / 127.0 if top > 0 else 1.0
+    size = centroids.shape[0]
     levels = np.empty(256, dtype=np.uint8)
     error = 0.0
     for e in range(256):
-        level = min(max(np.int64(np.round(np.float64(centroids[e]) / scale)), -127), 127)
+        value = np.float64(centroids[e % size])
+        level = min(max(np.int64(np.round(value / scale)), -127), 127)
         levels[e] = np.uint8(level & 255)
-        error = max(error, abs(np.float64(centroids[e]) - scale * level))
+        error = max(error, abs(value - scale * level))
     return levels, scale, error, top
 
 
@@ -307,14 +355,14 @@ def _lowered(threshold, fc_max):
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def scan_rows8(codes, norms, gains, form, fc_max, y, centroids, mode, distance_form, n_chunks,
-               label_offset, out_score, out_label):
-    """:func:`.scan.scan_topk` for 8-bit codes without QJL, through int8 dot products.
+def scan_rowdot(codes, norms, gains, form, fc_max, y, centroids, bits, mode, distance_form,
+               n_chunks, label_offset, out_score, out_label):
+    """:func:`.scan.scan_topk` for 5- to 8-bit codes without QJL, through int8 dot products.
 
     Parameters
     ----------
-    codes : uint8 (n, d)
-        One byte per coordinate, row by row.
+    codes : uint8 (n, ceil(d * bits / 8))
+        Packed row by row (8 bits: a byte per coordinate).
     norms : float32 (n,) or (0,)
     gains : uint16 (n,) or (0,)
     form : float32 (4,)
@@ -325,7 +373,9 @@ def scan_rows8(codes, norms, gains, form, fc_max, y, centroids, mode, distance_f
         Largest ``fc`` (the threshold's margin).
     y : float32 (nq, d)
         Rotated queries.
-    centroids : float32 (256,)
+    centroids : float32 (2**bits,)
+    bits : int
+        5 to 8.
     mode : int
         ``MODE_MSE`` or ``MODE_CORRECTED``.
     distance_form : bool
@@ -371,7 +421,7 @@ def scan_rows8(codes, norms, gains, form, fc_max, y, centroids, mode, distance_f
         values = np.zeros(d, dtype=np.float32)
         for r0 in range(lo, hi, ROWS):
             count = min(ROWS, hi - r0)
-            decode_levels(codes, r0, count, levels, buf, level_sums)
+            decode_levels(codes, r0, count, bits, d, levels, buf, level_sums)
             for i in range(count):
                 norm = norms[r0 + i] if has_norms else one
                 gain = np.float32(gains[r0 + i]) if has_gains else gain_one
@@ -388,7 +438,7 @@ def scan_rows8(codes, norms, gains, form, fc_max, y, centroids, mode, distance_f
                 for i in range(count):
                     if (mask >> i) & 1:
                         v = r0 + i
-                        decode_row(codes[v], 0, 8, centroids, no_table, values)
+                        decode_row(codes[v], 0, bits, centroids, no_table, values)
                         s = combine(dot(values, y[q]), np.float32(0.0), v, mode, np.float32(0.0),
                                     norms, gains, distance_form)
                         if s > out_score[q, c, 0]:

@@ -1,14 +1,14 @@
-"""8-bit codes scored as int8 dot products (kernels/rows8.py) return the row scan's results."""
+"""Codes of 5-8 bits as int8 dot products (kernels/rowdot.py): the row scan's results."""
 
 import numpy as np
 import pytest
 
 import tqsearch
-from tqsearch.kernels import rows8
+from tqsearch.kernels import rowdot
 from tqsearch.kernels.blocked_scan import filter_fields
 from tqsearch.kernels.scan import scan_topk
 
-pytestmark = pytest.mark.skipif(not rows8.DOT_AVAILABLE,
+pytestmark = pytest.mark.skipif(not rowdot.DOT_AVAILABLE,
                                 reason="needs AVX-512 VNNI and VBMI (the row scan runs instead)")
 
 
@@ -29,9 +29,9 @@ def heaps(index, q, k, start, stop, n_chunks, byte_scan):
     if byte_scan:
         _, _, form, fc_max = filter_fields(store.field("norms"), store.field("gains"), store.n,
                                            codec.mode, codec.distance_form)
-        rows8.scan_rows8(batch.codes, batch.norms, batch.gains, form, fc_max, y,
-                         codec.centroids, codec.mode, codec.distance_form, n_chunks, start,
-                         out_s, out_i)
+        rowdot.scan_rowdot(batch.codes, batch.norms, batch.gains, form, fc_max, y,
+                         codec.centroids, codec.index_bits, codec.mode, codec.distance_form,
+                         n_chunks, start, out_s, out_i)
     else:
         scan_topk(batch.codes, batch.norms, batch.gains, y, y_sign, codec.centroids,
                   codec.index_bits, codec.mode, codec.distance_form, n_chunks, start,
@@ -42,12 +42,13 @@ def heaps(index, q, k, start, stop, n_chunks, byte_scan):
 
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
 @pytest.mark.parametrize("estimator", ["corrected", "mse"])
-@pytest.mark.parametrize("d", [20, 64, 130])
-def test_byte_scan_equals_row_scan(metric, estimator, d):
-    # d = 20: one partial 64-byte chunk; 64: one full; 130: two full and a partial.
-    # 1,001 rows: the last group of 16 is partial.
+@pytest.mark.parametrize("bits, d", [(8, 20), (8, 64), (8, 130), (5, 130), (6, 64), (7, 21)])
+def test_byte_scan_equals_row_scan(metric, estimator, bits, d):
+    # d = 20, 21: one partial chunk of 64 codes; 64: one full; 130: two full and a
+    # partial (5 bits: a last group of 8 codes that ends mid-byte). 1,001 rows:
+    # the last group of 16 is partial.
     x, q = data(1001, d, 21, seed=d)
-    index = tqsearch.TurboQuantIndex(d, 8, metric=metric, estimator=estimator)
+    index = tqsearch.TurboQuantIndex(d, bits, metric=metric, estimator=estimator)
     index.add(x)
     assert index._store.layout == "rows"
     for start, stop, n_chunks, k in [(0, 1001, 1, 10), (33, 700, 3, 7), (5, 12, 1, 20)]:
@@ -85,7 +86,7 @@ def test_levels_and_weights_bound_the_float_sum():
     rng = np.random.default_rng(3)
     d, n = 200, 500
     centroids = np.sort(rng.standard_normal(256)).astype(np.float32) / np.sqrt(d)
-    levels, level_scale, level_error, top = rows8.byte_levels(centroids)
+    levels, level_scale, level_error, top = rowdot.byte_levels(centroids)
     signed = levels.view(np.int8).astype(np.int64)
     assert np.abs(centroids - level_scale * signed).max() <= level_error * (1 + 1e-12)
     codes = rng.integers(0, 256, (n, d), dtype=np.uint8)
@@ -95,7 +96,7 @@ def test_levels_and_weights_bound_the_float_sum():
         weights = np.zeros((3, 256), dtype=np.uint8)
         params = np.zeros(9, dtype=np.float32)
         for q in range(3):
-            rows8.prepare_weights(y[q], level_scale, level_error, top, weights, q, params)
+            rowdot.prepare_weights(y[q], level_scale, level_error, top, weights, q, params)
             w = weights[q, :d].astype(np.int64) - 128
             assert np.all(weights[q, d:] == 128)
             S = signed[codes] @ w
@@ -107,22 +108,28 @@ def test_levels_and_weights_bound_the_float_sum():
             assert offset < 0.05 * np.linalg.norm(y[q]) * row_norm
 
 
-def test_decode_levels_writes_levels_and_their_sums():
+@pytest.mark.parametrize("bits", [5, 6, 7, 8])
+def test_decode_levels_writes_levels_and_their_sums(bits):
     from numba import njit
 
-    @njit
-    def decode(codes, v0, count, levels, buf, sums):
-        rows8.decode_levels(codes, v0, count, levels, buf, sums)
+    from tqsearch.kernels.encode import pack_row
 
-    rng = np.random.default_rng(4)
-    for d in (1, 63, 64, 65, 200):
-        codes = rng.integers(0, 256, (40, d), dtype=np.uint8)
-        levels = rng.integers(0, 256, 256, dtype=np.uint8)
+    @njit
+    def decode(codes, v0, count, bits, d, levels, buf, sums):
+        rowdot.decode_levels(codes, v0, count, bits, d, levels, buf, sums)
+
+    rng = np.random.default_rng(bits)
+    for d in (1, 7, 63, 64, 65, 200):
+        values = rng.integers(0, 2 ** bits, (40, d)).astype(np.uint8)
+        codes = np.zeros((40, -(-d * bits // 8)), dtype=np.uint8)
+        for row, idx in zip(codes, values.astype(np.int32), strict=True):
+            pack_row(idx, bits, row)
+        levels = np.tile(rng.integers(0, 256, 2 ** bits, dtype=np.uint8), 256 >> bits)
         width = -(-d // 64) * 64
         buf = np.full((16, width), 99, dtype=np.uint8)
         sums = np.zeros(16, dtype=np.int32)
-        decode(codes, 20, 13, levels, buf, sums)
-        want = levels[codes[20:33]]
+        decode(codes, 20, 13, bits, d, levels, buf, sums)
+        want = levels[values[20:33]]
         np.testing.assert_array_equal(buf[:13, :d], want)
         assert np.all(buf[:13, d:] == 0)
         assert np.all(buf[13:] == 99)  # rows past count untouched
