@@ -1,8 +1,8 @@
 """Row-major codes (5-8 bits, QJL) against FAISS's scalar quantizers, one thread.
 
-Codes of 5 to 8 bits per coordinate and QJL codes are stored row by row: the
-first scanned as int8 dot products where the CPU has AVX-512 VNNI and VBMI
-(:mod:`tqsearch.kernels.rowdot`), QJL codes (and everything elsewhere) by
+Codes of 5 to 8 bits per coordinate and QJL codes are stored row by row and
+scanned as int8 dot products where the CPU has AVX-512 VNNI and VBMI
+(:mod:`tqsearch.kernels.rowdot`), elsewhere by
 :func:`tqsearch.kernels.scan.scan_topk`. For each ann-benchmarks HDF5
 file given: tqsearch at 5, 6 and 8 bits (the default estimator) and with
 ``qjl=True`` at 3 and 4 bits, beside FAISS ``SQ6`` and ``SQ8`` (per-dimension

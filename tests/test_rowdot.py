@@ -29,9 +29,9 @@ def heaps(index, q, k, start, stop, n_chunks, byte_scan):
     if byte_scan:
         _, _, form, fc_max = filter_fields(store.field("norms"), store.field("gains"), store.n,
                                            codec.mode, codec.distance_form)
-        rowdot.scan_rowdot(batch.codes, batch.norms, batch.gains, form, fc_max, y,
-                         codec.centroids, codec.index_bits, codec.mode, codec.distance_form,
-                         n_chunks, start, out_s, out_i)
+        rowdot.scan_rowdot(batch.codes, batch.norms, batch.gains, form, fc_max, y, y_sign,
+                           codec.centroids, codec.index_bits, codec.mode, codec.distance_form,
+                           n_chunks, start, out_s, out_i)
     else:
         scan_topk(batch.codes, batch.norms, batch.gains, y, y_sign, codec.centroids,
                   codec.index_bits, codec.mode, codec.distance_form, n_chunks, start,
@@ -40,15 +40,21 @@ def heaps(index, q, k, start, stop, n_chunks, byte_scan):
     return np.take_along_axis(out_s, order, -1), np.take_along_axis(out_i, order, -1)
 
 
+CASES = ([(estimator, bits, d) for estimator in ("corrected", "mse")
+          for bits, d in [(8, 20), (8, 64), (8, 130), (5, 130), (6, 64), (7, 21)]]
+         + [("qjl", bits, d) for bits, d in [(2, 70), (3, 33), (4, 64), (8, 40)]])
+
+
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
-@pytest.mark.parametrize("estimator", ["corrected", "mse"])
-@pytest.mark.parametrize("bits, d", [(8, 20), (8, 64), (8, 130), (5, 130), (6, 64), (7, 21)])
+@pytest.mark.parametrize("estimator, bits, d", CASES)
 def test_byte_scan_equals_row_scan(metric, estimator, bits, d):
-    # d = 20, 21: one partial chunk of 64 codes; 64: one full; 130: two full and a
-    # partial (5 bits: a last group of 8 codes that ends mid-byte). 1,001 rows:
-    # the last group of 16 is partial.
+    # d = 20, 21, 33, 40: one partial chunk of 64 codes; 64: one full; 70, 130:
+    # full and partial (5 bits: a last group of 8 codes that ends mid-byte).
+    # 1,001 rows: the last group of 16 is partial. QJL: bits counts the sign bit.
+    qjl = estimator == "qjl"
     x, q = data(1001, d, 21, seed=d)
-    index = tqsearch.TurboQuantIndex(d, bits, metric=metric, estimator=estimator)
+    index = tqsearch.TurboQuantIndex(d, bits, metric=metric, qjl=qjl,
+                                     estimator="mse" if qjl else estimator)
     index.add(x)
     assert index._store.layout == "rows"
     for start, stop, n_chunks, k in [(0, 1001, 1, 10), (33, 700, 3, 7), (5, 12, 1, 20)]:
@@ -58,10 +64,11 @@ def test_byte_scan_equals_row_scan(metric, estimator, bits, d):
         np.testing.assert_array_equal(got[0], ref[0])
 
 
-def test_search_takes_the_byte_scan_and_matches_the_row_scan():
+@pytest.mark.parametrize("bits, qjl", [(8, False), (4, True)])
+def test_search_takes_the_byte_scan_and_matches_the_row_scan(bits, qjl):
     x, q = data(3000, 96, 40, seed=5)
-    x[7] = 0  # a zero vector of a centred cosine index: flagged, ranked last
-    index = tqsearch.TurboQuantIndex(96, 8, metric="cosine")
+    x[7] = 0  # a zero vector (of a centred cosine index: flagged, ranked last)
+    index = tqsearch.TurboQuantIndex(96, bits, metric="cosine", qjl=qjl)
     index.add(x)
     assert index._scans_bytes()
     for k in (1, 10, 3000):
@@ -73,11 +80,6 @@ def test_search_takes_the_byte_scan_and_matches_the_row_scan():
                                                  k, sq, index._to_metric(False))
             np.testing.assert_array_equal(I, ref[1])
             np.testing.assert_allclose(D, ref[0], rtol=1e-6, atol=1e-6)
-
-
-def test_qjl_codes_keep_the_row_scan():
-    index = tqsearch.TurboQuantIndex(32, 8, qjl=True)
-    assert not index._scans_bytes()
 
 
 def test_levels_and_weights_bound_the_float_sum():
@@ -94,41 +96,45 @@ def test_levels_and_weights_bound_the_float_sum():
     for scale in (1e-3, 1.0, 1e3):
         y = (rng.standard_normal((3, d)) * scale).astype(np.float32)
         weights = np.zeros((3, 256), dtype=np.uint8)
-        params = np.zeros(9, dtype=np.float32)
         for q in range(3):
-            rowdot.prepare_weights(y[q], level_scale, level_error, top, weights, q, params)
+            offset, step, mass = rowdot.prepare_weights(y[q], level_scale, level_error, top,
+                                                        weights, q)
             w = weights[q, :d].astype(np.int64) - 128
             assert np.all(weights[q, d:] == 128)
             S = signed[codes] @ w
             exact = values.astype(np.float64) @ y[q].astype(np.float64)
-            offset, step = np.float64(params[3 * q]), np.float64(params[3 * q + 1])
+            assert np.all(np.abs(exact) <= mass)
             assert np.all(np.abs(exact - step * S) <= offset)
             # and tight enough to filter: a few hundredths of the cosine scale
             row_norm = np.sqrt((values.astype(np.float64) ** 2).sum(1).mean())
             assert offset < 0.05 * np.linalg.norm(y[q]) * row_norm
 
 
-@pytest.mark.parametrize("bits", [5, 6, 7, 8])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_decode_levels_writes_levels_and_their_sums(bits):
     from numba import njit
 
     from tqsearch.kernels.encode import pack_row
 
     @njit
-    def decode(codes, v0, count, bits, d, levels, buf, sums):
-        rowdot.decode_levels(codes, v0, count, bits, d, levels, buf, sums)
+    def decode(codes, v0, count, start, bits, d, levels, buf, sums):
+        rowdot.decode_levels(codes, v0, count, start, bits, d, levels, buf, sums)
 
     rng = np.random.default_rng(bits)
     for d in (1, 7, 63, 64, 65, 200):
         values = rng.integers(0, 2 ** bits, (40, d)).astype(np.uint8)
-        codes = np.zeros((40, -(-d * bits // 8)), dtype=np.uint8)
+        # codes from byte 3 of each row, more bytes after them (as QJL signs follow
+        # the index bits)
+        codes = np.zeros((40, 3 + -(-d * bits // 8) + 5), dtype=np.uint8)
+        codes[:, :3] = 255
+        codes[:, -5:] = 255
         for row, idx in zip(codes, values.astype(np.int32), strict=True):
-            pack_row(idx, bits, row)
+            pack_row(idx, bits, row[3:])
         levels = np.tile(rng.integers(0, 256, 2 ** bits, dtype=np.uint8), 256 >> bits)
         width = -(-d // 64) * 64
         buf = np.full((16, width), 99, dtype=np.uint8)
         sums = np.zeros(16, dtype=np.int32)
-        decode(codes, 20, 13, bits, d, levels, buf, sums)
+        decode(codes, 20, 13, 3, bits, d, levels, buf, sums)
         want = levels[values[20:33]]
         np.testing.assert_array_equal(buf[:13, :d], want)
         assert np.all(buf[:13, d:] == 0)

@@ -23,7 +23,7 @@ from .kernels.fastscan import BLOCK
 from .kernels.query import search_few
 from .kernels.rerank import rerank_exact
 from .kernels.rowdot import DOT_AVAILABLE, scan_rowdot
-from .kernels.scan import MODE_QJL, scan_topk
+from .kernels.scan import scan_topk
 from .results import FORM_COSINE, FORM_L2, FORM_SIMILARITY, finalize_topk
 from .rotation import ROTATIONS, SERIAL_MAX_ROWS
 from .store import RAW_DTYPES, CodeStore
@@ -416,9 +416,9 @@ class TurboQuantIndex:
         elif stop > start and self._scans_bytes():
             batch = store.rows(start, stop)
             form, fc_max = self._scan_inputs()[0][2:4]
-            scan_rowdot(batch.codes, batch.norms, batch.gains, form, fc_max, y, codec.centroids,
-                       codec.index_bits, codec.mode, codec.distance_form, n_chunks, start,
-                       out_s, out_i)
+            scan_rowdot(batch.codes, batch.norms, batch.gains, form, fc_max, y, y_sign,
+                        codec.centroids, codec.index_bits, codec.mode, codec.distance_form,
+                        n_chunks, start, out_s, out_i)
         else:
             batch = store.rows(start, stop)
             scan_topk(batch.codes, batch.norms, batch.gains, y, y_sign, codec.centroids,
@@ -427,12 +427,10 @@ class TurboQuantIndex:
         return out_s.reshape(nq, -1), out_i.reshape(nq, -1)
 
     def _scans_bytes(self) -> bool:
-        """Whether row-major codes of 5 to 8 bits are scored as int8 dot products
-        here (:func:`tqsearch.kernels.rowdot.scan_rowdot`; QJL codes and CPUs
-        without AVX-512 VNNI and VBMI take the float row scan)."""
-        codec = self.codec
-        return (DOT_AVAILABLE and self._store.layout == "rows" and 5 <= codec.index_bits <= 8
-                and codec.mode != MODE_QJL)
+        """Whether row-major codes (5-8 bits, QJL) are scored as int8 dot products
+        here (:func:`tqsearch.kernels.rowdot.scan_rowdot`; CPUs without AVX-512
+        VNNI and VBMI take the float row scan)."""
+        return DOT_AVAILABLE and self._store.layout == "rows"
 
     def _scans_blocks(self) -> bool:
         """Whether the blocked scan reads this index's codes here: always for the
