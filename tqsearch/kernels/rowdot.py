@@ -32,6 +32,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from ..config import FASTMATH
+from .blocked_scan import _lowered  # the threshold less the filter's rounding margin
 from .fastscan import DOT_AVAILABLE
 from .scan import (
     GAIN_ONE,
@@ -52,9 +53,6 @@ __all__ = ["DOT_AVAILABLE", "PARAMS", "ROWS", "byte_levels", "prepare_weights", 
 ROWS = 16
 #: Queries that share each decoded group of rows.
 GROUP_QUERIES = 16
-#: Relative margin of the threshold (as :data:`.blocked_scan.MARGIN`): the float32
-#: rounding of the filter's ``fa * x - fc`` against the exact score's.
-MARGIN = 1e-5
 
 _i1 = ir.IntType(1)
 _i8 = ir.IntType(8)
@@ -391,13 +389,6 @@ def prepare_weights(y, level_scale, level_error, top, weights, q):
     for j in range(d, weights.shape[1]):
         weights[q, j] = np.uint8(128)
     return error * 1.0001 + (d + 2) * 1.2e-7 * mass, w_scale * level_scale, mass
-
-
-@njit(inline="always")
-def _lowered(threshold, fc_max):
-    """``threshold`` less the rounding margin (-inf below every score)."""
-    t = np.float64(threshold)
-    return np.float32(t - MARGIN * (abs(t) + fc_max))
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
