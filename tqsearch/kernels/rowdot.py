@@ -187,8 +187,8 @@ def decode_levels(typingctx, codes, v0, count, start, bits, d, levels, buf, leve
             "llvm.x86.avx512.pmultishift.qb.512")
 
         def codes_of(src, chunk, width_bits, last):
-            """Chunk ``chunk``'s 64 codes, one a byte (the top bits of 5-7-bit
-            codes hold the next code's bits); bytes past the row read as 0."""
+            """Chunk ``chunk``'s 64 codes, one a byte (above a code under 8 bits
+            lie the next code's bits); bytes past the row read as 0."""
             size = 8 * width_bits
             at = builder.mul(chunk, _const(size))
             ptr = builder.bitcast(builder.gep(src, [at]), _v64i8.as_pointer())
