@@ -39,11 +39,10 @@ from .scan import (
     MODE_CORRECTED,
     MODE_QJL,
     ZERO_VECTOR_SCORE,
-    byte_table,
     combine,
     decode_row,
     dot,
-    pair_table,
+    row_tables,
 )
 from .topk import heap_init, heap_push
 
@@ -431,7 +430,8 @@ def scan_rowdot(codes, norms, gains, form, fc_max, y, y_sign, centroids, bits, m
     qjl = mode == MODE_QJL
     main_bytes = (d * bits + 7) // 8
     qjl_scale = np.float32(np.sqrt(np.pi / 2.0) / d / GAIN_ONE)
-    sign_values = np.array([-1.0, 1.0], dtype=np.float32)
+    # re-scored rows decode as in the row scan, through its tables
+    main_table, sign_values, sign_table = row_tables(centroids, bits)
     levels, level_scale, level_error, top = byte_levels(centroids)
     sign_levels, sign_scale, sign_error, sign_top = byte_levels(sign_values)
     weights = np.empty((nq, width), dtype=np.uint8)
@@ -457,14 +457,6 @@ def scan_rowdot(codes, norms, gains, form, fc_max, y, y_sign, centroids, bits, m
     gain_one = np.float32(GAIN_ONE)
     chunk = (n + n_chunks - 1) // n_chunks
     n_groups = (nq + GROUP_QUERIES - 1) // GROUP_QUERIES
-    # the row scan's decoding tables: re-scored rows decode exactly as there
-    if bits == 1 or bits == 2 or bits == 4:
-        main_table = byte_table(centroids, bits)
-    elif bits == 3:
-        main_table = pair_table(centroids)
-    else:
-        main_table = np.zeros((0, 1), dtype=np.float32)
-    sign_table = byte_table(sign_values, 1)
     for task in prange(n_groups * n_chunks):
         q0 = (task // n_chunks) * GROUP_QUERIES
         q1 = min(nq, q0 + GROUP_QUERIES)

@@ -167,6 +167,21 @@ def pair_table(values):
     return table
 
 
+@njit(inline="always")
+def row_tables(centroids, bits):
+    """What :func:`decode_row` reads for codes of ``bits`` and for QJL signs:
+    ``(main_table, sign_values, sign_table)``, the first empty for widths it
+    decodes from ``centroids`` directly."""
+    if bits == 1 or bits == 2 or bits == 4:
+        main_table = byte_table(centroids, bits)
+    elif bits == 3:
+        main_table = pair_table(centroids)
+    else:
+        main_table = np.zeros((0, 1), np.float32)
+    sign_values = np.array([-1.0, 1.0], dtype=np.float32)
+    return main_table, sign_values, byte_table(sign_values, 1)
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def dot(a, b):
     """``sum_j a[j] b[j]`` (float32): one compiled loop, so every caller adds in the
@@ -225,15 +240,7 @@ def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, distance_fo
     qjl_scale = np.float32(np.sqrt(np.pi / 2.0) / d / GAIN_ONE)
     chunk = (n + n_chunks - 1) // n_chunks
     n_groups = (nq + ROW_QUERIES - 1) // ROW_QUERIES
-    whole_bytes = bits == 1 or bits == 2 or bits == 4
-    if whole_bytes:
-        main_table = byte_table(centroids, bits)
-    elif bits == 3:
-        main_table = pair_table(centroids)
-    else:
-        main_table = np.zeros((0, 1), np.float32)
-    sign_values = np.array([-1.0, 1.0], dtype=np.float32)
-    sign_table = byte_table(sign_values, 1)
+    main_table, sign_values, sign_table = row_tables(centroids, bits)
     for task in prange(n_groups * n_chunks):
         q0 = (task // n_chunks) * ROW_QUERIES
         q1 = min(nq, q0 + ROW_QUERIES)
