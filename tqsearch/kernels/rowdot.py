@@ -337,7 +337,7 @@ def dot_filter(typingctx, buf, signs, count, weights, sign_weights, q, level_sum
 
 @njit(inline="always", fastmath=FASTMATH)
 def byte_levels(centroids):
-    """A codebook of ``2**bits`` entries (``bits`` 5 to 8) as int8 levels of one scale.
+    """A codebook of ``2**bits`` entries (``bits`` 1 to 8) as int8 levels of one scale.
 
     Returns ``(levels, scale, error, top)``: ``levels`` uint8 (256,), entry ``e``
     the int8 ``round(centroids[e % 2**bits] / scale)`` in two's complement (the
