@@ -43,6 +43,7 @@ from .scan import (
     decode_row,
     dot,
     row_tables,
+    task_span,
 )
 from .topk import heap_init, heap_push
 
@@ -455,14 +456,9 @@ def scan_rowdot(codes, norms, gains, form, fc_max, y, y_sign, centroids, bits, m
     has_gains = mode == MODE_CORRECTED
     one = np.float32(1.0)
     gain_one = np.float32(GAIN_ONE)
-    chunk = (n + n_chunks - 1) // n_chunks
     n_groups = (nq + GROUP_QUERIES - 1) // GROUP_QUERIES
     for task in prange(n_groups * n_chunks):
-        q0 = (task // n_chunks) * GROUP_QUERIES
-        q1 = min(nq, q0 + GROUP_QUERIES)
-        c = task % n_chunks
-        lo = c * chunk
-        hi = min(n, lo + chunk)
+        q0, q1, c, lo, hi = task_span(task, n_chunks, GROUP_QUERIES, nq, n)
         local = params[PARAMS * q0: PARAMS * q1].copy()
         for q in range(q0, q1):
             heap_init(out_score[q, c], out_label[q, c])

@@ -168,6 +168,18 @@ def pair_table(values):
 
 
 @njit(inline="always")
+def task_span(task, n_chunks, per_task, nq, n):
+    """What task ``task`` of a row scan covers: queries ``q0 .. q1 - 1`` (groups of
+    ``per_task``) over range ``c`` of ``n_chunks`` of the ``n`` rows, ``lo .. hi - 1``.
+    Returns ``(q0, q1, c, lo, hi)``."""
+    chunk = (n + n_chunks - 1) // n_chunks
+    q0 = (task // n_chunks) * per_task
+    c = task % n_chunks
+    lo = c * chunk
+    return q0, min(nq, q0 + per_task), c, lo, min(n, lo + chunk)
+
+
+@njit(inline="always")
 def row_tables(centroids, bits):
     """What :func:`decode_row` reads for codes of ``bits`` and for QJL signs:
     ``(main_table, sign_values, sign_table)``, the first empty for widths it
@@ -238,15 +250,10 @@ def scan_topk(codes, norms, gains, y, y_sign, centroids, bits, mode, distance_fo
     main_bytes = (d * bits + 7) // 8
     qjl = mode == MODE_QJL
     qjl_scale = np.float32(np.sqrt(np.pi / 2.0) / d / GAIN_ONE)
-    chunk = (n + n_chunks - 1) // n_chunks
     n_groups = (nq + ROW_QUERIES - 1) // ROW_QUERIES
     main_table, sign_values, sign_table = row_tables(centroids, bits)
     for task in prange(n_groups * n_chunks):
-        q0 = (task // n_chunks) * ROW_QUERIES
-        q1 = min(nq, q0 + ROW_QUERIES)
-        c = task % n_chunks
-        lo = c * chunk
-        hi = min(n, lo + chunk)
+        q0, q1, c, lo, hi = task_span(task, n_chunks, ROW_QUERIES, nq, n)
         for q in range(q0, q1):
             heap_init(out_score[q, c], out_label[q, c])
         values = np.zeros(d, dtype=np.float32)
