@@ -56,6 +56,7 @@ from .fastscan import (
     scan_block_filter,
     scan_block_filter2,
 )
+from .rescore16 import level_sum
 from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine_factors
 from .simd import (
     block_dot_filter_q1,
@@ -181,11 +182,35 @@ def _nibble_sum(blocked, M, v, luts, q, vector_steps):
     return (a0 + a1) + (a2 + a3)
 
 
+if DOT_AVAILABLE:
+
+    # Not inlined, and without fast-math, like _nibble_sum: one order of additions.
+    @njit(cache=True)
+    def _level_sum(blocked, M, v, y, q, centroids):
+        """Exact score sum of vector ``v``'s 4-bit codes for query ``y[q]``
+        (:func:`.rescore16.level_sum`: no table)."""
+        return level_sum(blocked, M, v, y, q, centroids)
+
+else:
+
+    @njit(cache=True)
+    def _level_sum(blocked, M, v, y, q, centroids):
+        """Never called: ``ENGINE_DOT`` is only chosen where VNNI is available."""
+        return np.float32(0.0)
+
+
 @njit(inline="always")
-def _exact_sum(engine, blocked, M, v, luts, q):
-    """Float table sum of vector ``v``'s ``M`` codes, in a fixed order: from nibbles
-    (full steps regrouped per vector for the VNNI engines), or from the 3-bit layout
-    of :mod:`.triplets` when the engine scans it."""
+def _exact_sum(engine, blocked, M, v, exact, q):
+    """Float table sum of vector ``v``'s ``M`` codes for query ``q`` of a group,
+    in a fixed order: for ``ENGINE_DOT`` from the query and the codebook, else
+    from the float table, by nibbles (full steps regrouped per vector for the
+    VNNI engines) or in the 3-bit layout of :mod:`.triplets` when the engine
+    scans it. ``exact = (luts, y, q0, book16)``: the group's tables (none for
+    ``ENGINE_DOT``), the rotated queries, the group's first query and the
+    16-entry codebook."""
+    luts, y, q0, book16 = exact
+    if engine == ENGINE_DOT:
+        return _level_sum(blocked, M, v, y, q0 + q, book16)
     if engine == ENGINE_DOT3:
         return triplets.exact_sum(blocked, M, v, luts, q)
     return _nibble_sum(blocked, M, v, luts, q, engine != ENGINE_SHUFFLE)
@@ -240,7 +265,7 @@ def _range_mask(base, start, stop):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _take(engine, blocked, M, base, mask, luts, q, norms, gains, mode, distance_form, fc_max,
+def _take(engine, blocked, M, base, mask, exact, q, norms, gains, mode, distance_form, fc_max,
           params, heap_s, heap_i):
     """Re-score the rows of ``mask`` exactly and push those above the threshold."""
     zero = np.float32(0.0)
@@ -248,10 +273,10 @@ def _take(engine, blocked, M, base, mask, luts, q, norms, gains, mode, distance_
     for r in range(BLOCK):
         if (mask >> r) & 1:
             v = base + r
-            exact = _exact_sum(engine, blocked, M, v, luts, q)
+            total = _exact_sum(engine, blocked, M, v, exact, q)
             gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
             norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
-            s = combine_factors(exact, zero, gain, norm, norms.shape[0] > 0, mode, zero,
+            s = combine_factors(total, zero, gain, norm, norms.shape[0] > 0, mode, zero,
                                 distance_form)
             if s > threshold:
                 heap_push(heap_s, heap_i, s, v)
@@ -267,8 +292,8 @@ def _raised(score, fc_max):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _defer(engine, base, in_range, o, width, masks, pending, blocked, M, luts, norms, gains, mode,
-           distance_form, fc_max, params, out_score, out_label, q0, c):
+def _defer(engine, base, in_range, o, width, masks, pending, blocked, M, exact, norms, gains,
+           mode, distance_form, fc_max, params, out_score, out_label, q0, c):
     """Bound the rows that pass for queries ``o .. o + width - 1`` (``masks[q] &
     in_range``) from both sides by their integer sums and keep them.
 
@@ -299,7 +324,7 @@ def _defer(engine, base, in_range, o, width, masks, pending, blocked, M, luts, n
                                               norms.shape[0] > 0, mode, zero, distance_form),
                               fc_max)
                 if count[q] == rows.shape[1]:
-                    _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode,
+                    _resolve(engine, q, pending, blocked, M, exact, norms, gains, mode,
                              distance_form, out_score[q0 + q, c], out_label[q0 + q, c])
                 n = count[q]
                 if lb > lb_s[q, 0]:  # the heap keeps where the row is held
@@ -313,7 +338,7 @@ def _defer(engine, base, in_range, o, width, masks, pending, blocked, M, luts, n
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_form, heap_s,
+def _resolve(engine, q, pending, blocked, M, exact, norms, gains, mode, distance_form, heap_s,
              heap_i):
     """Re-score exactly the rows of query ``q`` whose upper bound reaches both
     thresholds (lower bounds', exact scores') and release them all.
@@ -335,7 +360,7 @@ def _resolve(engine, q, pending, blocked, M, luts, norms, gains, mode, distance_
                 rows[q, i] = -1
                 gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
                 norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
-                s = combine_factors(_exact_sum(engine, blocked, M, v, luts, q), zero, gain, norm,
+                s = combine_factors(_exact_sum(engine, blocked, M, v, exact, q), zero, gain, norm,
                                     norms.shape[0] > 0, mode, zero, distance_form)
                 # rows come out of scan order: a tie with the worst kept goes to the
                 # smaller id, as in a scan
@@ -357,7 +382,8 @@ if DOT_AVAILABLE:
     @njit(inline="always", fastmath=FASTMATH)
     def _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o, width, levels,
                    biases, filter_norms, filter_gains, form, params, masks, defer, pending,
-                   luts, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0, c):
+                   exact, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0,
+                   c):
         """Queries ``o .. o + width - 1`` (width 8 or 1) of a group against blocks
         ``t0 .. t1 - 1``, by ``ENGINE_DOT`` or ``ENGINE_PERM``; the rows that pass
         are re-scored, or with ``defer`` held for re-scoring (:func:`_defer`)."""
@@ -392,13 +418,13 @@ if DOT_AVAILABLE:
             base = b * BLOCK
             rows = _range_mask(base, start, stop)
             if defer:
-                _defer(engine, base, rows, o, width, masks, pending, blocked, M, luts, norms,
+                _defer(engine, base, rows, o, width, masks, pending, blocked, M, exact, norms,
                        gains, mode, distance_form, fc_max, params, out_score, out_label, q0, c)
                 continue
             for g in range(o, o + width):
                 mask = masks[g] & rows
                 if mask != 0:
-                    _take(engine, blocked, M, base, mask, luts, g, norms, gains, mode,
+                    _take(engine, blocked, M, base, mask, exact, g, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g, c],
                           out_label[q0 + g, c])
 
@@ -407,7 +433,8 @@ else:
     @njit(inline="always")
     def _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o, width, levels,
                    biases, filter_norms, filter_gains, form, params, masks, defer, pending,
-                   luts, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0, c):
+                   exact, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0,
+                   c):
         """Never called: only ``ENGINE_SHUFFLE`` is chosen where VNNI is not available."""
 
 
@@ -461,15 +488,17 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     M = y.shape[1] if engine == ENGINE_DOT3 else blocked.shape[1] // 16
     k = out_score.shape[2]
     form = (form[0], form[1], form[2], form[3])  # scalars for the filter
-    luts_owner = np.empty((n_queries, M, 16), dtype=np.float32)
-    luts_u8_owner = np.empty((n_queries, M, 16), dtype=np.uint8)
+    dot = engine == ENGINE_DOT or engine == ENGINE_DOT3
+    # float tables re-score rows, quantized ones are scanned; the int8 engines scan
+    # weights, and ENGINE_DOT re-scores from the query and the codebook (_level_sum)
+    luts_owner = np.empty((0 if engine == ENGINE_DOT else n_queries, M, 16), dtype=np.float32)
+    luts_u8_owner = np.empty((0 if dot else n_queries, M, 16), dtype=np.uint8)
     params_owner = np.empty(3 * n_queries, dtype=np.float32)
     luts, luts_u8, params = borrowed(luts_owner), borrowed(luts_u8_owner), borrowed(params_owner)
     groups = np.empty(n_queries, dtype=np.int64)
     vnni = engine != ENGINE_SHUFFLE
     octets = (n_queries // QUERIES_PER_PASS) * QUERIES_PER_PASS if vnni else 0
     singles = n_queries if vnni else 0  # the rest of the octets go one at a time
-    dot = engine == ENGINE_DOT or engine == ENGINE_DOT3
     weights_owner = np.zeros((n_queries if dot else 0, -(-M // 4) * 4), dtype=np.int8)
     biases_owner = np.empty(n_queries, dtype=np.int32)
     masks_owner = np.empty(n_queries, dtype=np.int64)
@@ -482,8 +511,9 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     if dot:
         book16[: centroids.shape[0]] = centroids
         levels, level_scale = dot_levels(book16)
-    levels_owner = levels
+    levels_owner, book16_owner = levels, book16
     levels = borrowed(levels_owner)
+    exact = (luts, y, q0, borrowed(book16_owner))  # what re-scoring reads (_exact_sum)
     # 64-byte lookups add in 32 bits: tables may use all of 0 .. 255
     table_group = 1 if engine == ENGINE_PERM else TABLE_GROUP
     # Rows that pass are held and only those that can still be among the best are
@@ -520,12 +550,12 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
         for o in range(0, octets, QUERIES_PER_PASS):
             _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o,
                        QUERIES_PER_PASS, levels, biases, filter_norms, filter_gains, form, params,
-                       masks, defer, pending, luts, norms, gains, mode, distance_form, fc_max,
+                       masks, defer, pending, exact, norms, gains, mode, distance_form, fc_max,
                        out_score, out_label, q0, c)
         for o in range(octets, singles):
             _vnni_pass(engine, blocked, t0, t1, M, start, stop, luts_u8, weights, o, 1, levels,
                        biases, filter_norms, filter_gains, form, params, masks, defer, pending,
-                       luts, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0,
+                       exact, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0,
                        c)
 
         g = singles
@@ -541,10 +571,10 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
                 m0 = mask & low & rows
                 m1 = (mask >> 32) & low & rows
                 if m0 != 0:
-                    _take(engine, blocked, M, base, m0, luts, g, norms, gains, mode, distance_form,
+                    _take(engine, blocked, M, base, m0, exact, g, norms, gains, mode, distance_form,
                           fc_max, params, out_score[q0 + g, c], out_label[q0 + g, c])
                 if m1 != 0:
-                    _take(engine, blocked, M, base, m1, luts, g + 1, norms, gains, mode,
+                    _take(engine, blocked, M, base, m1, exact, g + 1, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g + 1, c],
                           out_label[q0 + g + 1, c])
             g += 2
@@ -557,15 +587,15 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
                 base = b * BLOCK
                 mask &= _range_mask(base, start, stop)
                 if mask != 0:
-                    _take(engine, blocked, M, base, mask, luts, g, norms, gains, mode,
+                    _take(engine, blocked, M, base, mask, exact, g, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g, c],
                           out_label[q0 + g, c])
     for g in range(held):
-        _resolve(engine, g, pending, blocked, M, luts, norms, gains, mode, distance_form,
+        _resolve(engine, g, pending, blocked, M, exact, norms, gains, mode, distance_form,
                  out_score[q0 + g, c], out_label[q0 + g, c])
     keep_alive((luts_owner, luts_u8_owner, params_owner, weights_owner, biases_owner,
-                masks_owner, levels_owner, bounds_owner, lb_s_owner, lb_i_owner, sums_owner,
-                rows_owner, upper_owner, count_owner))
+                masks_owner, levels_owner, book16_owner, bounds_owner, lb_s_owner, lb_i_owner,
+                sums_owner, rows_owner, upper_owner, count_owner))
 
 
 @njit(parallel=True, cache=True)

@@ -48,16 +48,17 @@ def dot_levels(centroids):
 def prepare_dot(y, centroids, levels, level_scale, luts, weights, biases, q, params, bounds):
     """Float table, int8 weights and filter parameters of one query.
 
-    Writes ``luts[q]`` (the exact float table, for re-scoring), ``weights[q]``
+    Writes ``luts[q]`` (the exact float table, for re-scoring 3-bit codes; where
+    ``luts`` has no rows, as for 4-bit codes, none is built), ``weights[q]``
     (int8, the first ``M`` of its row; the rest stay zero), ``biases[q] = 128 *
     sum(weights[q])`` and ``params[3 q : 3 q + 2] = (offset, scale)`` such that
     ``offset + scale * S`` bounds the float table sum from above for the integer
     score ``S``; ``bounds[q] = (-err, err, scale)`` in float64: the sum lies in
     ``scale * S + [-err, err]``.
     """
-    M = luts.shape[1]
-    lut = luts[q]
-    build_field_lut(y, centroids, 4, lut)
+    M = y.shape[0]  # coordinates: one sub-code each
+    if luts.shape[0] > 0:
+        build_field_lut(y, centroids, 4, luts[q])
     top = 0.0
     for m in range(M):
         top = max(top, abs(np.float64(y[m])))
