@@ -46,6 +46,7 @@ from numba import njit, prange
 
 from ..config import FASTMATH
 from . import serial_twin, triplets
+from .bits import lowest_bit
 from .books import book_lut
 from .borrow import borrowed, keep_alive
 from .dotscan import DOT_AVAILABLE, QUERIES_PER_PASS, dot_levels, prepare_dot
@@ -270,17 +271,17 @@ def _take(engine, blocked, M, base, mask, exact, q, norms, gains, mode, distance
     """Re-score the rows of ``mask`` exactly and push those above the threshold."""
     zero = np.float32(0.0)
     threshold = heap_s[0]
-    for r in range(BLOCK):
-        if (mask >> r) & 1:
-            v = base + r
-            total = _exact_sum(engine, blocked, M, v, exact, q)
-            gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
-            norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
-            s = combine_factors(total, zero, gain, norm, norms.shape[0] > 0, mode, zero,
-                                distance_form)
-            if s > threshold:
-                heap_push(heap_s, heap_i, s, v)
-                threshold = heap_s[0]
+    while mask != 0:
+        v = base + lowest_bit(mask)
+        mask &= mask - 1
+        total = _exact_sum(engine, blocked, M, v, exact, q)
+        gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
+        norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
+        s = combine_factors(total, zero, gain, norm, norms.shape[0] > 0, mode, zero,
+                            distance_form)
+        if s > threshold:
+            heap_push(heap_s, heap_i, s, v)
+            threshold = heap_s[0]
     params[3 * q + 2] = _lowered(threshold, fc_max)
 
 
@@ -314,26 +315,27 @@ def _defer(engine, base, in_range, o, width, masks, pending, blocked, M, exact, 
         if mask == 0:
             continue
         low, high, scale = bounds[q, 0], bounds[q, 1], bounds[q, 2]
-        for r in range(BLOCK):
-            if (mask >> r) & 1:
-                v = base + r
-                x = scale * np.float64(sums[q, r])
-                gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
-                norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
-                lb = _lowered(combine_factors(np.float32(low + x), zero, gain, norm,
-                                              norms.shape[0] > 0, mode, zero, distance_form),
-                              fc_max)
-                if count[q] == rows.shape[1]:
-                    _resolve(engine, q, pending, blocked, M, exact, norms, gains, mode,
-                             distance_form, out_score[q0 + q, c], out_label[q0 + q, c])
-                n = count[q]
-                if lb > lb_s[q, 0]:  # the heap keeps where the row is held
-                    heap_push(lb_s[q], lb_i[q], lb, n)
-                rows[q, n] = v
-                upper[q, n] = _raised(combine_factors(np.float32(high + x), zero, gain, norm,
-                                                      norms.shape[0] > 0, mode, zero,
-                                                      distance_form), fc_max)
-                count[q] = n + 1
+        while mask != 0:
+            r = lowest_bit(mask)
+            mask &= mask - 1
+            v = base + r
+            x = scale * np.float64(sums[q, r])
+            gain = np.float32(gains[v]) if gains.shape[0] > 0 else zero
+            norm = norms[v] if norms.shape[0] > 0 else np.float32(1.0)
+            lb = _lowered(combine_factors(np.float32(low + x), zero, gain, norm,
+                                          norms.shape[0] > 0, mode, zero, distance_form),
+                          fc_max)
+            if count[q] == rows.shape[1]:
+                _resolve(engine, q, pending, blocked, M, exact, norms, gains, mode,
+                         distance_form, out_score[q0 + q, c], out_label[q0 + q, c])
+            n = count[q]
+            if lb > lb_s[q, 0]:  # the heap keeps where the row is held
+                heap_push(lb_s[q], lb_i[q], lb, n)
+            rows[q, n] = v
+            upper[q, n] = _raised(combine_factors(np.float32(high + x), zero, gain, norm,
+                                                  norms.shape[0] > 0, mode, zero,
+                                                  distance_form), fc_max)
+            count[q] = n + 1
         params[3 * q + 2] = _lowered(max(lb_s[q, 0], out_score[q0 + q, c, 0]), fc_max)
 
 

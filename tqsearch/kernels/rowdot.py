@@ -32,6 +32,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from ..config import FASTMATH
+from .bits import lowest_bit
 from .blocked_scan import _lowered  # the threshold less the filter's rounding margin
 from .fastscan import DOT_AVAILABLE
 from .scan import (
@@ -494,17 +495,18 @@ def scan_rowdot(codes, norms, gains, form, fc_max, y, y_sign, centroids, bits, m
                                   sign_sums, fa, fc, fs, local, q - q0)
                 if mask == 0:
                     continue
-                for i in range(count):
-                    if (mask >> i) & 1:
-                        v = r0 + i
-                        row = codes[v]
-                        decode_row(row, 0, bits, centroids, main_table, values)
-                        s_sign = np.float32(0.0)
-                        if qjl:
-                            decode_row(row, main_bytes, 1, sign_values, sign_table, sign_row)
-                            s_sign = dot(sign_row, y_sign[q])
-                        s = combine(dot(values, y[q]), s_sign, v, mode, qjl_scale, norms, gains,
-                                    distance_form)
-                        if s > out_score[q, c, 0]:
-                            heap_push(out_score[q, c], out_label[q, c], s, v + label_offset)
+                while mask != 0:
+                    i = lowest_bit(mask)
+                    mask &= mask - 1
+                    v = r0 + i
+                    row = codes[v]
+                    decode_row(row, 0, bits, centroids, main_table, values)
+                    s_sign = np.float32(0.0)
+                    if qjl:
+                        decode_row(row, main_bytes, 1, sign_values, sign_table, sign_row)
+                        s_sign = dot(sign_row, y_sign[q])
+                    s = combine(dot(values, y[q]), s_sign, v, mode, qjl_scale, norms, gains,
+                                distance_form)
+                    if s > out_score[q, c, 0]:
+                        heap_push(out_score[q, c], out_label[q, c], s, v + label_offset)
                 local[PARAMS * (q - q0) + 2] = _lowered(out_score[q, c, 0], fc_max)
