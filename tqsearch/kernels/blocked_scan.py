@@ -67,7 +67,7 @@ from .simd import (
     block_triplet_dot_filter_q1,
     block_triplet_dot_filter_q8,
 )
-from .topk import heap_init, heap_push
+from .topk import bound_push, heap_init, heap_push
 
 __all__ = ["scan_blocked_topk", "scan_blocked_topk_serial", "filter_fields", "tile_blocks_for",
            "scan_engine", "ENGINE_SHUFFLE", "ENGINE_PERM", "ENGINE_DOT", "ENGINE_DOT3",
@@ -330,7 +330,7 @@ def _defer(engine, base, in_range, o, width, masks, pending, blocked, M, exact, 
                          distance_form, out_score[q0 + q, c], out_label[q0 + q, c])
             n = count[q]
             if lb > lb_s[q, 0]:  # the heap keeps where the row is held
-                heap_push(lb_s[q], lb_i[q], lb, n)
+                bound_push(lb_s[q], lb_i[q], lb, n)
             rows[q, n] = v
             upper[q, n] = _raised(combine_factors(np.float32(high + x), zero, gain, norm,
                                                   norms.shape[0] > 0, mode, zero,

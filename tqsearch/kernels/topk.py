@@ -48,6 +48,28 @@ def heap_push(scores, labels, score, label):
 
 
 @njit(inline="always")
+def bound_push(scores, labels, score, label):
+    """:func:`heap_push` for heaps of bounds, where which of two equal values is
+    kept does not matter: no tie-break on labels, and the smaller child is
+    chosen by arithmetic rather than a branch, so that a push mispredicts
+    about once (where it stops) rather than once a level."""
+    k = scores.shape[0]
+    i = 0
+    child = 1
+    while child < k:
+        right = child + 1
+        child += np.int64(right < k and scores[min(right, k - 1)] < scores[child])
+        if not scores[child] < score:
+            break
+        scores[i] = scores[child]
+        labels[i] = labels[child]
+        i = child
+        child = 2 * i + 1
+    scores[i] = score
+    labels[i] = label
+
+
+@njit(inline="always")
 def _worse(s1, l1, s2, l2):
     """Is ``(s1, l1)`` ranked after ``(s2, l2)``?"""
     return s1 < s2 or (s1 == s2 and l1 > l2)
