@@ -29,6 +29,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from .simd import BLOCK, DOT_REQUIRES, dot_supported
+from .typecheck import check_c_array
 
 __all__ = ["LANES", "level_sum", "level_sum_numpy"]
 
@@ -43,13 +44,6 @@ _v4i32 = ir.VectorType(_i32, 4)
 _v16i8 = ir.VectorType(_i8, LANES)
 _v16i32 = ir.VectorType(_i32, LANES)
 _v16f32 = ir.VectorType(_f32, LANES)
-
-
-def _check_array(fname, name, ty, dtype, ndim):
-    if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.ndim == ndim
-            and ty.layout == "C"):
-        raise TypingError(f"{fname}: {name} must be a C-contiguous {ndim}-D {dtype} array, "
-                          f"got {ty}")
 
 
 def _reduce(builder, acc):
@@ -89,9 +83,9 @@ def level_sum(typingctx, blocked, M, v, y, q, centroids):
     fname = "level_sum"
     if not dot_supported():
         raise TypingError(f"{fname}: the compile target lacks {', '.join(DOT_REQUIRES)}")
-    _check_array(fname, "blocked", blocked, types.uint8, 2)
-    _check_array(fname, "y", y, types.float32, 2)
-    _check_array(fname, "centroids", centroids, types.float32, 1)
+    check_c_array(fname, "blocked", blocked, types.uint8, 2)
+    check_c_array(fname, "y", y, types.float32, 2)
+    check_c_array(fname, "centroids", centroids, types.float32, 1)
     for name, ty in (("M", M), ("v", v), ("q", q)):
         if not isinstance(ty, types.Integer):
             raise TypingError(f"{fname}: {name} must be an integer, got {ty}")

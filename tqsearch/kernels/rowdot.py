@@ -28,7 +28,6 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from ..config import FASTMATH
@@ -47,6 +46,7 @@ from .scan import (
     task_span,
 )
 from .topk import heap_init, heap_push
+from .typecheck import check_c_array
 
 __all__ = ["DOT_AVAILABLE", "PARAMS", "ROWS", "byte_levels", "prepare_weights", "scan_rowdot"]
 
@@ -84,13 +84,6 @@ def _x86(builder, name, ret, args):
 def _dpbusd(builder, acc, unsigned, signed):
     return _x86(builder, "llvm.x86.avx512.vpdpbusd.512", _v16i32,
                 [acc, builder.bitcast(unsigned, _v16i32), builder.bitcast(signed, _v16i32)])
-
-
-def _check_array(fname, name, ty, dtype, ndim):
-    if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.ndim == ndim
-            and ty.layout == "C"):
-        raise TypingError(f"{fname}: {name} must be a C-contiguous {ndim}-D {dtype} array, "
-                          f"got {ty}")
 
 
 def _transpose_sum_masks():
@@ -147,10 +140,10 @@ def decode_levels(typingctx, codes, v0, count, start, bits, d, levels, buf, leve
     All C-contiguous; nothing is bounds-checked.
     """
     fname = "decode_levels"
-    _check_array(fname, "codes", codes, types.uint8, 2)
-    _check_array(fname, "levels", levels, types.uint8, 1)
-    _check_array(fname, "buf", buf, types.uint8, 2)
-    _check_array(fname, "level_sums", level_sums, types.int32, 1)
+    check_c_array(fname, "codes", codes, types.uint8, 2)
+    check_c_array(fname, "levels", levels, types.uint8, 1)
+    check_c_array(fname, "buf", buf, types.uint8, 2)
+    check_c_array(fname, "level_sums", level_sums, types.int32, 1)
     sig = types.void(codes, types.intp, types.intp, types.intp, types.intp, types.intp, levels,
                      buf, level_sums)
 
@@ -294,11 +287,11 @@ def dot_filter(typingctx, buf, signs, count, weights, sign_weights, q, level_sum
     fname = "dot_filter"
     for name, ty in (("buf", buf), ("signs", signs), ("weights", weights),
                      ("sign_weights", sign_weights)):
-        _check_array(fname, name, ty, types.uint8, 2)
+        check_c_array(fname, name, ty, types.uint8, 2)
     for name, ty in (("level_sums", level_sums), ("sign_sums", sign_sums)):
-        _check_array(fname, name, ty, types.int32, 1)
+        check_c_array(fname, name, ty, types.int32, 1)
     for name, ty in (("fa", fa), ("fc", fc), ("fs", fs), ("params", params)):
-        _check_array(fname, name, ty, types.float32, 1)
+        check_c_array(fname, name, ty, types.float32, 1)
     sig = types.int64(buf, signs, types.intp, weights, sign_weights, types.intp, level_sums,
                       sign_sums, fa, fc, fs, params, types.intp)
 

@@ -27,6 +27,8 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
+from .typecheck import check_c_array
+
 __all__ = ["fill_table", "row_ranges", "quantize_rows", "level_errors", "expand_bytes"]
 
 WIDTH = 16
@@ -37,13 +39,6 @@ _i32 = ir.IntType(32)
 _i64 = ir.IntType(64)
 _v32 = ir.VectorType(_f32, WIDTH)
 _v64 = ir.VectorType(_f64, WIDTH)
-
-
-def _check(ty, fname, name, dtype, ndim):
-    if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.ndim == ndim
-            and ty.layout == "C"):
-        raise TypingError(f"{fname}: {name} must be a C-contiguous {ndim}-D {dtype} array, "
-                          f"got {ty}")
 
 
 def _array(context, builder, ty, value):
@@ -98,9 +93,9 @@ def fill_table(typingctx, table, y, patterns):
     pattern ``t`` is the centroid coded by bits ``t * bits ..`` of each nibble.
     """
     fname = "fill_table"
-    _check(table, fname, "table", types.float32, 2)
-    _check(y, fname, "y", types.float32, 1)
-    _check(patterns, fname, "patterns", types.float32, 2)
+    check_c_array(fname, "table", table, types.float32, 2)
+    check_c_array(fname, "y", y, types.float32, 1)
+    check_c_array(fname, "patterns", patterns, types.float32, 2)
     sig = types.void(table, y, patterns)
 
     def codegen(context, builder, signature, args):
@@ -136,9 +131,9 @@ def row_ranges(typingctx, table, low, width):
     ``width`` float64 (M,).
     """
     fname = "row_ranges"
-    _check(table, fname, "table", types.float32, 2)
-    _check(low, fname, "low", types.float32, 1)
-    _check(width, fname, "width", types.float64, 1)
+    check_c_array(fname, "table", table, types.float32, 2)
+    check_c_array(fname, "low", low, types.float32, 1)
+    check_c_array(fname, "width", width, types.float64, 1)
     sig = types.void(table, low, width)
 
     def codegen(context, builder, signature, args):
@@ -164,9 +159,9 @@ def quantize_rows(typingctx, table, low, inv, out):
     :data:`tqsearch.kernels.fastscan.ROUNDING`).
     """
     fname = "quantize_rows"
-    _check(table, fname, "table", types.float32, 2)
-    _check(low, fname, "low", types.float32, 1)
-    _check(out, fname, "out", types.uint8, 2)
+    check_c_array(fname, "table", table, types.float32, 2)
+    check_c_array(fname, "low", low, types.float32, 1)
+    check_c_array(fname, "out", out, types.uint8, 2)
     if not isinstance(inv, types.Float):
         raise TypingError(f"{fname}: inv must be a float, got {inv}")
     sig = types.void(table, low, types.float32, out)
@@ -205,7 +200,7 @@ def level_errors(typingctx, y, centroids, steps, levels, worst):
     for name, ty, dtype in (("y", y, types.float32), ("centroids", centroids, types.float32),
                             ("steps", steps, types.float64), ("levels", levels, types.float64),
                             ("worst", worst, types.float64)):
-        _check(ty, fname, name, dtype, 1)
+        check_c_array(fname, name, ty, dtype, 1)
     sig = types.void(y, centroids, steps, levels, worst)
 
     def codegen(context, builder, signature, args):
@@ -238,9 +233,9 @@ def expand_bytes(typingctx, row, start, count, table, out):
     float>``; ``row`` uint8 (>= start + count,), ``out`` float32 (>= w * count,).
     """
     fname = "expand_bytes"
-    _check(row, fname, "row", types.uint8, 1)
-    _check(table, fname, "table", types.float32, 2)
-    _check(out, fname, "out", types.float32, 1)
+    check_c_array(fname, "row", row, types.uint8, 1)
+    check_c_array(fname, "table", table, types.float32, 2)
+    check_c_array(fname, "out", out, types.float32, 1)
     sig = types.void(row, types.intp, types.intp, table, out)
 
     def codegen(context, builder, signature, args):
