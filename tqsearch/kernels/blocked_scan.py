@@ -57,7 +57,7 @@ from .fastscan import (
     scan_block_filter,
     scan_block_filter2,
 )
-from .rescore16 import level_sum
+from .rescore16 import level_sum, level_sum_pairs, level_sum_quads
 from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine_factors
 from .simd import (
     block_dot_filter_q1,
@@ -105,6 +105,13 @@ TILE_BYTES = 256 * 1024
 # the final one. At k = 100 on the 384-d set, 512 rows made 4-bit batches 1.3x
 # slower than 3,200.
 DEFER_SUB_CODES = 128
+# 1- and 2-bit TurboQuant codes of at least this many sub-codes are re-scored from the
+# codebook (:mod:`.rescore16`, 16 sub-codes a step) rather than the float table.
+# Measured against the table, one thread, batches of 1,000: 2 bits, 64 sub-codes
+# (128-d) +4 % at k = 10 and +14 % at k = 100, 192 (384-d) +0-2.5 % and +9 %, over
+# 5,000 codes +4-7 % and +20 %; 1 bit, 96 sub-codes +2 % and +6 %; but 25 sub-codes
+# (50-d at 2 bits: one step of 16, the rest one by one) -6 % and -14 %.
+LEVEL_SUM_SUB_CODES = 64
 DEFER_SHORT_BLOCKS = 1024
 HELD_ROWS = 512
 HELD_PER_RESULT = 32
@@ -187,16 +194,20 @@ if DOT_AVAILABLE:
 
     # Not inlined, and without fast-math, like _nibble_sum: one order of additions.
     @njit(cache=True)
-    def _level_sum(blocked, M, v, y, q, centroids):
-        """Exact score sum of vector ``v``'s 4-bit codes for query ``y[q]``
-        (:func:`.rescore16.level_sum`: no table)."""
-        return level_sum(blocked, M, v, y, q, centroids)
+    def _level_sum(blocked, M, v, y, q, centroids, per):
+        """Exact score sum of vector ``v``'s codes for query ``y[q]`` from the
+        codebook, ``per`` coordinates a nibble (:mod:`.rescore16`: no table)."""
+        if per == 1:
+            return level_sum(blocked, M, v, y, q, centroids)
+        if per == 2:
+            return level_sum_pairs(blocked, M, v, y, q, centroids)
+        return level_sum_quads(blocked, M, v, y, q, centroids)
 
 else:
 
     @njit(cache=True)
-    def _level_sum(blocked, M, v, y, q, centroids):
-        """Never called: ``ENGINE_DOT`` is only chosen where VNNI is available."""
+    def _level_sum(blocked, M, v, y, q, centroids, per):
+        """Never called: the VNNI engines are only chosen where VNNI is available."""
         return np.float32(0.0)
 
 
@@ -206,12 +217,13 @@ def _exact_sum(engine, blocked, M, v, exact, q):
     in a fixed order: for ``ENGINE_DOT`` from the query and the codebook, else
     from the float table, by nibbles (full steps regrouped per vector for the
     VNNI engines) or in the 3-bit layout of :mod:`.triplets` when the engine
-    scans it. ``exact = (luts, y, q0, book16)``: the group's tables (none for
-    ``ENGINE_DOT``), the rotated queries, the group's first query and the
-    16-entry codebook."""
-    luts, y, q0, book16 = exact
-    if engine == ENGINE_DOT:
-        return _level_sum(blocked, M, v, y, q0 + q, book16)
+    scans it. ``exact = (luts, y, q0, book16, per)``: the group's tables (none
+    for ``ENGINE_DOT``), the rotated queries, the group's first query, the
+    codebook padded to 16 entries and the coordinates a nibble of codes whose
+    VNNI engine re-scores them from it (0: from the table)."""
+    luts, y, q0, book16, per = exact
+    if per > 0:
+        return _level_sum(blocked, M, v, y, q0 + q, book16, per)
     if engine == ENGINE_DOT3:
         return triplets.exact_sum(blocked, M, v, luts, q)
     return _nibble_sum(blocked, M, v, luts, q, engine != ENGINE_SHUFFLE)
@@ -508,14 +520,21 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     masks = borrowed(masks_owner)
     levels = np.zeros(16, dtype=np.uint8)
     level_scale = 1.0
-    # the int8 engines read a 16-entry codebook: 3-bit codes leave the upper 8 at zero
+    # the int8 engines read a 16-entry codebook: 3-bit codes leave the upper 8 at zero;
+    # so do the re-scores from the codebook: 4-bit codes (ENGINE_DOT), and long 1- and
+    # 2-bit TurboQuant codes in the regrouped steps of ENGINE_PERM (LEVEL_SUM_SUB_CODES)
     book16 = np.zeros(16, dtype=np.float32)
-    if dot:
+    per = 0
+    if engine == ENGINE_DOT or (engine == ENGINE_PERM and books.shape[0] == 0
+                                and M >= LEVEL_SUM_SUB_CODES):
+        per = 4 // bits
+    if dot or per > 0:
         book16[: centroids.shape[0]] = centroids
+    if dot:
         levels, level_scale = dot_levels(book16)
     levels_owner, book16_owner = levels, book16
     levels = borrowed(levels_owner)
-    exact = (luts, y, q0, borrowed(book16_owner))  # what re-scoring reads (_exact_sum)
+    exact = (luts, y, q0, borrowed(book16_owner), per)  # what re-scoring reads (_exact_sum)
     # 64-byte lookups add in 32 bits: tables may use all of 0 .. 255
     table_group = 1 if engine == ENGINE_PERM else TABLE_GROUP
     # Rows that pass are held and only those that can still be among the best are
