@@ -1,22 +1,28 @@
-"""Exact float score of one row of 4-bit codes, 16 coordinates at a time (AVX-512).
+"""Exact float score of one row from the codebook, 16 nibbles at a time (AVX-512).
 
-Rows that pass the int8 engine's filter (:mod:`.dotscan`) are re-scored exactly:
+Rows that pass a VNNI engine's filter are re-scored exactly: for 4-bit codes
 ``sum_m y[m] * c[code_m]``, the rotated query ``y`` against the codebook ``c``.
 From a float table ``T[m, e] = y[m] c[e]`` that is a byte load, a shift, a
 mask, an index and a float load per coordinate, and building ``T`` costs a query
 ``16 d`` products and ``64 d`` bytes. Here there is no table: in the layout the
-int8 engine scans (:func:`.fastscan.to_vector_steps`) a full step keeps one
-vector's four codes in four consecutive bytes, so four 32-bit loads, 64 bytes
-apart, bring 16 codes in order; a variable shift (the high nibble for vectors
+VNNI engines scan (:func:`.fastscan.to_vector_steps`) a full step keeps one
+vector's four nibbles in four consecutive bytes, so four 32-bit loads, 64 bytes
+apart, bring 16 nibbles in order; a variable shift (the high nibble for vectors
 16 to 31 of a block) and a mask give their indices, ``vpermps`` looks the 16
 codebook values up in one register, and one multiply by ``y[m : m + 16]``
-gives what ``T`` would have held (a float32 product either way).
+gives what ``T`` would have held (a float32 product either way). 2-bit and
+1-bit codes hold two or four coordinates a nibble: one lookup and one multiply
+per coordinate of the nibble, the query's coordinates de-interleaved by
+shuffles (:func:`level_sum_pairs`, :func:`level_sum_quads`).
 
 The order of additions is fixed, the same in every caller and in
-:func:`level_sum_numpy`: 16 partial sums, lane ``j`` taking the coordinates
-``m = j (mod 16)`` in increasing ``m`` (those of a last partial group one by
-one, the last partial step's stored canonically), then halves added pairwise
-(lanes ``j`` and ``j + 8``, then ``j + 4``, ``j + 2``, ``j + 1``).
+:func:`level_sum_numpy`: a nibble's coordinates first to last, then 16 partial
+sums, lane ``j`` taking the nibbles ``m = j (mod 16)`` in increasing ``m``
+(those of a last partial group one by one, the last partial step's stored
+canonically), then halves added pairwise (lanes ``j`` and ``j + 8``, then
+``j + 4``, ``j + 2``, ``j + 1``). Every product and sum is an AVX-512
+operation with explicit rounding, which LLVM neither fuses nor regroups in
+any fast-math context it is inlined into.
 """
 
 from __future__ import annotations
