@@ -88,3 +88,19 @@ def test_row_codes_bench_reports_every_method(capsys):
     assert set(recall) == {"tqsearch 5 bits", "tqsearch 6 bits", "FAISS SQ6", "tqsearch 8 bits",
                            "FAISS SQ8", "tqsearch qjl 3 bits", "tqsearch qjl 4 bits"}
     assert recall["tqsearch 8 bits"] > 0.9 and recall["FAISS SQ8"] > 0.9
+
+
+def test_gaussian_dataset_has_exact_angular_neighbours(tmp_path, monkeypatch):
+    gaussian = _script("random_dataset")
+    out = tmp_path / "random.hdf5"
+    monkeypatch.setattr(sys, "argv", ["random", str(out), "--n", "500", "--d", "12",
+                                      "--queries", "7", "--seed", "5"])
+    gaussian.main()
+    ds = datasets.load_dataset(out)
+    assert ds.train.shape == (500, 12) and ds.test.shape == (7, 12)
+    assert ds.distance == "angular" and ds.neighbors.shape == (7, 100)
+    unit = ds.train / np.linalg.norm(ds.train, axis=1, keepdims=True)
+    cos = (ds.test / np.linalg.norm(ds.test, axis=1, keepdims=True)) @ unit.T
+    np.testing.assert_array_equal(ds.neighbors[:, :10], np.argsort(-cos, axis=1)[:, :10])
+    train, test = gaussian.gaussian_dataset(500, 12, 7, 5)
+    np.testing.assert_array_equal(train, ds.train)
