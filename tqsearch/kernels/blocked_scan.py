@@ -192,7 +192,8 @@ def _nibble_sum(blocked, M, v, luts, q, vector_steps):
 
 if DOT_AVAILABLE:
 
-    # Not inlined, and without fast-math, like _nibble_sum: one order of additions.
+    # A function of its own, like _nibble_sum; rescore16's arithmetic (explicit
+    # rounding) keeps one order of additions wherever LLVM inlines it.
     @njit(cache=True)
     def _level_sum(blocked, M, v, y, q, centroids, per):
         """Exact score sum of vector ``v``'s codes for query ``y[q]`` from the
@@ -214,13 +215,13 @@ else:
 @njit(inline="always")
 def _exact_sum(engine, blocked, M, v, exact, q):
     """Float table sum of vector ``v``'s ``M`` codes for query ``q`` of a group,
-    in a fixed order: for ``ENGINE_DOT`` from the query and the codebook, else
-    from the float table, by nibbles (full steps regrouped per vector for the
-    VNNI engines) or in the 3-bit layout of :mod:`.triplets` when the engine
-    scans it. ``exact = (luts, y, q0, book16, per)``: the group's tables (none
-    for ``ENGINE_DOT``), the rotated queries, the group's first query, the
-    codebook padded to 16 entries and the coordinates a nibble of codes whose
-    VNNI engine re-scores them from it (0: from the table)."""
+    in a fixed order: from the query and the codebook where ``per`` says so
+    (:mod:`.rescore16`), else from the float table, by nibbles (full steps
+    regrouped per vector for the VNNI engines) or in the 3-bit layout of
+    :mod:`.triplets` when the engine scans it. ``exact = (luts, y, q0, book16,
+    per)``: the group's tables (none for ``ENGINE_DOT``), the rotated queries,
+    the group's first query, the codebook padded to 16 entries and the
+    coordinates a nibble of codes re-scored from it (0: from the table)."""
     luts, y, q0, book16, per = exact
     if per > 0:
         return _level_sum(blocked, M, v, y, q0 + q, book16, per)
