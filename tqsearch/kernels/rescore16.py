@@ -34,7 +34,7 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from .simd import BLOCK, DOT_REQUIRES, dot_supported
+from .simd import BLOCK, DOT_REQUIRES, _splat_value, dot_supported
 from .typecheck import check_c_array
 
 __all__ = ["LANES", "level_sum", "level_sum_numpy", "level_sum_pairs", "level_sum_quads"]
@@ -72,14 +72,6 @@ def _add(builder, a, b):
 
 def _mul(builder, a, b):
     return _arith(builder, "mul", a, b)
-
-
-def _splat_value(builder, x):
-    """A scalar in all 16 lanes."""
-    vec = ir.VectorType(x.type, LANES)
-    one = builder.insert_element(ir.Constant(vec, ir.Undefined), x, ir.Constant(_i32, 0))
-    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined),
-                                  ir.Constant(_v16i32, [0] * LANES))
 
 
 def _reduce(builder, acc):
@@ -134,7 +126,7 @@ def _make_level_sum(per):
             p = builder.add(builder.shl(builder.and_(r, c64(7)), c64(1)),
                             builder.and_(builder.lshr(r, c64(3)), c64(1)))
             shift = builder.trunc(builder.shl(builder.lshr(r, c64(4)), c64(2)), _i32)
-            shifts = _splat_value(builder, shift)
+            shifts = _splat_value(builder, shift, LANES)
             row = builder.gep(codes, [builder.mul(builder.lshr(v, c64(5)),
                                                   builder.mul(M, c64(16)))])
             words = builder.gep(row, [builder.mul(p, c64(4))])
@@ -203,13 +195,14 @@ def _make_level_sum(per):
                                                                            c64(0))]))
                     y_at = builder.select(there, y_at, ir.Constant(_f32, 0.0))
                     index = builder.and_(builder.lshr(nib, c32(bits * t)), c32(low_bits))
-                    product = _mul(builder, _splat_value(builder, y_at),
-                                   _splat_value(builder, builder.extract_element(values, index)))
+                    level = builder.extract_element(values, index)
+                    product = _mul(builder, _splat_value(builder, y_at, LANES),
+                                   _splat_value(builder, level, LANES))
                     total = product if total is None else _add(builder, total, product)
                 # into lane m % 16 alone (the others add +0)
                 lane = builder.trunc(builder.and_(m, c64(LANES - 1)), _i32)
                 mine = builder.icmp_unsigned("==", ir.Constant(_v16i32, list(range(LANES))),
-                                             _splat_value(builder, lane))
+                                             _splat_value(builder, lane, LANES))
                 total = builder.select(mine, total, ir.Constant(_v16f32, [0.0] * LANES))
                 builder.store(_add(builder, builder.load(acc), total), acc)
             return _reduce(builder, builder.load(acc))
