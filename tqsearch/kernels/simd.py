@@ -136,6 +136,21 @@ def _load_bytes_masked(builder, base, offset, width, valid):
     return builder.call(fn, [ptr, ir.Constant(_i32, 1), mask, ir.Constant(vty, None)])
 
 
+def _load_bytes_prefix(builder, base, offset, width, valid):
+    """Load of the first ``valid`` of ``width`` bytes at ``base + offset`` (``valid`` a
+    Python int, a multiple of 16); the rest read as zero and are never touched.
+
+    64-byte vectors take a masked load under a constant mask (one instruction with
+    AVX-512BW); narrower ones a plain load of the valid bytes widened with zeros, as
+    AVX2 has no byte-masked load (LLVM would split it into one load per byte).
+    """
+    if width == 64:
+        return _load_bytes_masked(builder, base, offset, width, ir.Constant(_i64, valid))
+    part = _load_bytes(builder, base, offset, valid)
+    zeros = ir.Constant(_vec(_i8, valid), None)
+    return _shuffle(builder, part, zeros, list(range(valid)) + [valid] * (width - valid))
+
+
 def _reduce_lanes(builder, vecs, lanes):
     """Sum each vector's 128-bit lanes (8 x i16 each), all vectors in one tree.
 
@@ -233,15 +248,15 @@ def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
     def add_steps(m, g, valid=None):
         """Look up ``g`` steps from sub-code ``m`` on, add them as bytes, widen once.
 
-        With ``valid`` (one step) only its first ``valid`` bytes are read: the
-        sub-codes past ``M``, whose zero table entries add nothing."""
+        With ``valid`` (one step, a Python int) only its first ``valid`` bytes
+        are read: the sub-codes past ``M``, whose zero table entries add nothing."""
         sums = [[None, None] for _ in range(nq)]
         for i in range(g):
             off = builder.mul(builder.add(m, c64(i * k)), c64(16))
             if valid is None:
                 c = _load_bytes(builder, codes_base, off, width)
             else:
-                c = _load_bytes_masked(builder, codes_base, off, width, valid)
+                c = _load_bytes_prefix(builder, codes_base, off, width, valid)
             idx = (
                 builder.and_(c, _splat(_i8, width, 0x0F)),
                 builder.lshr(c, _splat(_i8, width, 4)),
@@ -250,7 +265,7 @@ def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
                 if valid is None:
                     t = _load_bytes(builder, lut_bases[q], off, width)
                 else:
-                    t = _load_bytes_masked(builder, lut_bases[q], off, width, valid)
+                    t = _load_bytes_prefix(builder, lut_bases[q], off, width, valid)
                 for h in range(2):
                     r = _pshufb(builder, width, t, idx[h])
                     sums[q][h] = r if sums[q][h] is None else builder.add(sums[q][h], r)
@@ -278,12 +293,14 @@ def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
         builder, builder.sub(nsteps, builder.mul(niters, c64(group))), intp=_i64
     ) as left:
         add_steps(builder.mul(builder.add(builder.mul(niters, c64(group)), left.index), c64(k)), 1)
-    # The last M % k sub-codes (if any): one step of masked loads, also before
-    # the chunks (room for it and the left-over steps is kept in the first chunk).
+    # The last M % k sub-codes (if any): one step of partial loads, also before
+    # the chunks (room for it and the left-over steps is kept in the first chunk);
+    # one branch per length, so that each load has a constant size.
     done = builder.mul(nsteps, c64(k))
     rest = builder.sub(M, done)
-    with builder.if_then(builder.icmp_unsigned(">", rest, c64(0))):
-        add_steps(done, 1, builder.mul(rest, c64(16)))
+    for r in range(1, k):
+        with builder.if_then(builder.icmp_unsigned("==", rest, c64(r))):
+            add_steps(done, 1, 16 * r)
     chunk = max_adds_between_flushes(width) - group
     nchunks = builder.udiv(builder.add(niters, c64(chunk - 1)), c64(chunk))
     one = c64(1)
