@@ -364,12 +364,29 @@ def test_grouping_beyond_the_uniform_bound_is_exact(variant):
 
 
 def _filter_runner(filter_one, filter_two):
-    @njit
+    """Each block's masks, as the scan gets them: a filter goes from block to block
+    until one has a row that passes, which it returns; the scan resumes after it.
+    Blocks it passes over get 0; ``out[2]`` counts the calls."""
+    def each_block(scan, i):
+        @njit
+        def run(blocked, M, luts, norms, gains, form, params, out):
+            hit = np.zeros(1, dtype=np.int64)
+            nb = blocked.shape[0]
+            b = scan(blocked, 0, nb, M, luts, 0, norms, gains, form, params, hit)
+            out[2, i] = 1
+            while b < nb:
+                out[i, b] = hit[0]
+                b = scan(blocked, b + 1, nb, M, luts, 0, norms, gains, form, params, hit)
+                out[2, i] += 1
+        return run
+
+    one, two = each_block(filter_one, 0), each_block(filter_two, 1)
+
     def run(blocked, M, luts, norms, gains, form_array, params, out):
-        form = (form_array[0], form_array[1], form_array[2], form_array[3])
-        for b in range(blocked.shape[0]):
-            out[0, b] = filter_one(blocked, b, M, luts, 0, norms, gains, form, params)
-            out[1, b] = filter_two(blocked, b, M, luts, 0, norms, gains, form, params)
+        form = tuple(np.float32(v) for v in form_array)
+        out[:] = 0
+        one(blocked, M, luts, norms, gains, form, params, out)
+        two(blocked, M, luts, norms, gains, form, params, out)
     return run
 
 
@@ -392,25 +409,38 @@ def test_filter_masks_equal_the_float_bound(variant, stored):
         norms = np.ones(32, dtype=np.float32)
         gains = np.full(32, 16384, dtype=np.uint16)
         form = np.array([1.0 / 16384, 0.0, 0.0, 0.0], dtype=np.float32)
-    params = np.array([0.5, 0.01, 1.0, -0.3, 0.02, 0.8], dtype=np.float32)
-    out = np.zeros((2, blocked.shape[0]), dtype=np.int64)
-    one, two = fastscan.filter_kernels(variant)
-    _filter_runner(one, two)(blocked, M, luts, norms, gains, form, params, out)
     rows = np.arange(n) if stored == "norms and gains" else np.arange(n) % 32
     nv, gv = norms[rows], gains[rows].astype(np.float32)
     fa = np.where(nv < 0, 0, form[0] * nv * gv).astype(np.float32)
     fc = np.where(nv < 0, 16, form[1] * nv * nv).astype(np.float32)
-    for q in range(2):
-        sums = reference_sums(luts[q], nibbles).astype(np.float32)
-        x = params[3 * q] + params[3 * q + 1] * sums
-        want = fa * x - fc > params[3 * q + 2]
-        for b in range(blocked.shape[0]):
-            got_one = [(int(out[0, b]) >> r) & 1 for r in range(32)] if q == 0 else None
-            got_two = [(int(out[1, b]) >> (32 * q + r)) & 1 for r in range(32)]
-            expected = want[32 * b: 32 * b + 32].astype(int).tolist()
-            if got_one is not None:
-                assert got_one == expected
-            assert got_two == expected
+    sums = [reference_sums(luts[q], nibbles).astype(np.float32) for q in range(2)]
+    params = np.array([0.5, 0.01, 1.0, -0.3, 0.02, 0.8], dtype=np.float32)
+    # and thresholds only each table's best block reaches: the scan passes over the others
+    best = [(fa * (params[3 * q] + params[3 * q + 1] * sums[q]) - fc).reshape(-1, 32).max(1)
+            for q in range(2)]
+    cut = params.copy()
+    cut[[2, 5]] = [np.sort(v)[-2] for v in best]
+    one, two = fastscan.filter_kernels(variant)
+    run = _filter_runner(one, two)
+    out = np.zeros((3, blocked.shape[0]), dtype=np.int64)
+    for p in (params, cut):
+        run(blocked, M, luts, norms, gains, form, p, out)
+        passing = np.zeros((2, blocked.shape[0]), dtype=bool)
+        for q in range(2):
+            x = p[3 * q] + p[3 * q + 1] * sums[q]
+            want = (fa * x - fc > p[3 * q + 2]).reshape(-1, 32)
+            passing[q] = want.any(axis=1)
+            for b in range(blocked.shape[0]):
+                got_one = [(int(out[0, b]) >> r) & 1 for r in range(32)] if q == 0 else None
+                got_two = [(int(out[1, b]) >> (32 * q + r)) & 1 for r in range(32)]
+                expected = want[b].astype(int).tolist()
+                if got_one is not None:
+                    assert got_one == expected
+                assert got_two == expected
+        # one call per block with a passing row, and one that runs off the end
+        assert out[2, 0] == passing[0].sum() + 1
+        assert out[2, 1] == passing.any(axis=0).sum() + 1
+    assert not passing.all()
 
 
 def _row_factors(n, stored, seed):

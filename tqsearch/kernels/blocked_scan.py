@@ -9,7 +9,7 @@ query; for the byte-shuffle engine coarse enough that two steps of lookups add
 as bytes, ``TABLE_GROUP``); the SIMD scanner sums a block of 32 vectors at a
 time and, without the sums leaving the registers, tests every row's *upper
 bound* against the current top-k threshold
-(:func:`tqsearch.kernels.fastscan.scan_block_filter`). Only the rows that pass
+(:func:`tqsearch.kernels.fastscan.scan_blocks_filter`). Only the rows that pass
 are re-scored exactly with ``T``. The bound is rigorous, so results equal those
 of a float scan of the same codes (up to the order of float additions).
 
@@ -54,8 +54,8 @@ from .fastscan import (
     BLOCK,
     lut_group,
     quantize_lut,
-    scan_block_filter,
-    scan_block_filter2,
+    scan_blocks_filter,
+    scan_blocks_filter2,
 )
 from .rescore16 import level_sum, level_sum_pairs, level_sum_quads
 from .scan import GAIN_ONE, MODE_CORRECTED, ZERO_VECTOR_SCORE, build_field_lut, combine_factors
@@ -517,8 +517,9 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
     weights_owner = np.zeros((n_queries if dot else 0, -(-M // 4) * 4), dtype=np.int8)
     biases_owner = np.empty(n_queries, dtype=np.int32)
     masks_owner = np.empty(n_queries, dtype=np.int64)
+    hit_owner = np.zeros(1, dtype=np.int64)
     weights, biases = borrowed(weights_owner), borrowed(biases_owner)
-    masks = borrowed(masks_owner)
+    masks, hit = borrowed(masks_owner), borrowed(hit_owner)
     levels = np.zeros(16, dtype=np.uint8)
     level_scale = 1.0
     # the int8 engines read a 16-entry codebook: 3-bit codes leave the upper 8 at zero;
@@ -580,18 +581,17 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
                        exact, norms, gains, mode, distance_form, fc_max, out_score, out_label, q0,
                        c)
 
+        # the filters scan blocks until one has a row that passes (its mask in hit[0])
         g = singles
         while g + 1 < n_queries:
             group = min(groups[g], groups[g + 1])
-            for b in range(t0, t1):
-                mask = scan_block_filter2(blocked, b, M, luts_u8, g, filter_norms, filter_gains,
-                                          form, params, group)
-                if mask == 0:
-                    continue
+            b = scan_blocks_filter2(blocked, t0, t1, M, luts_u8, g, filter_norms, filter_gains,
+                                    form, params, hit, group)
+            while b < t1:
                 base = b * BLOCK
                 rows = _range_mask(base, start, stop)
-                m0 = mask & low & rows
-                m1 = (mask >> 32) & low & rows
+                m0 = hit[0] & low & rows
+                m1 = (hit[0] >> 32) & low & rows
                 if m0 != 0:
                     _take(engine, blocked, M, base, m0, exact, g, norms, gains, mode, distance_form,
                           fc_max, params, out_score[q0 + g, c], out_label[q0 + g, c])
@@ -599,25 +599,27 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
                     _take(engine, blocked, M, base, m1, exact, g + 1, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g + 1, c],
                           out_label[q0 + g + 1, c])
+                b = scan_blocks_filter2(blocked, b + 1, t1, M, luts_u8, g, filter_norms,
+                                        filter_gains, form, params, hit, group)
             g += 2
         if g < n_queries:
-            for b in range(t0, t1):
-                mask = scan_block_filter(blocked, b, M, luts_u8, g, filter_norms, filter_gains,
-                                         form, params, groups[g])
-                if mask == 0:
-                    continue
+            b = scan_blocks_filter(blocked, t0, t1, M, luts_u8, g, filter_norms, filter_gains,
+                                   form, params, hit, groups[g])
+            while b < t1:
                 base = b * BLOCK
-                mask &= _range_mask(base, start, stop)
+                mask = hit[0] & _range_mask(base, start, stop)
                 if mask != 0:
                     _take(engine, blocked, M, base, mask, exact, g, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g, c],
                           out_label[q0 + g, c])
+                b = scan_blocks_filter(blocked, b + 1, t1, M, luts_u8, g, filter_norms,
+                                       filter_gains, form, params, hit, groups[g])
     for g in range(held):
         _resolve(engine, g, pending, blocked, M, exact, norms, gains, mode, distance_form,
                  out_score[q0 + g, c], out_label[q0 + g, c])
     keep_alive((luts_owner, luts_u8_owner, params_owner, weights_owner, biases_owner,
-                masks_owner, levels_owner, book16_owner, bounds_owner, lb_s_owner, lb_i_owner,
-                sums_owner, rows_owner, upper_owner, count_owner))
+                masks_owner, hit_owner, levels_owner, book16_owner, bounds_owner, lb_s_owner,
+                lb_i_owner, sums_owner, rows_owner, upper_owner, count_owner))
 
 
 @njit(parallel=True, cache=True)

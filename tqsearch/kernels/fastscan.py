@@ -591,7 +591,7 @@ def scan_block_multi_portable(blocked, block_index, M, luts, out, group=1):
 
 @njit(inline="always", cache=True)
 def _filter_portable(blocked, b, M, luts, q, norms, gains, form, params):
-    """Row mask of block ``b`` for table ``q`` (see :func:`scan_block_filter`)."""
+    """Row mask of block ``b`` for table ``q`` (see :func:`scan_blocks_filter`)."""
     pre, dist = form[0], form[1]
     norm_row = b * BLOCK * np.int64(form[2])
     gain_row = b * BLOCK * np.int64(form[3])
@@ -621,19 +621,29 @@ def _filter_portable(blocked, b, M, luts, q, norms, gains, form, params):
 
 
 @njit(inline="always", cache=True)
-def scan_block_filter_portable(blocked, block_index, M, luts, q, norms, gains, form, params,
-                               group=1):
-    """:func:`scan_block_filter` in plain Numba (``group`` ignored); unchecked."""
-    return _filter_portable(blocked, block_index, M, luts, q, norms, gains, form, params)
+def scan_blocks_filter_portable(blocked, block_start, block_stop, M, luts, q, norms, gains, form,
+                                params, hit, group=1):
+    """:func:`scan_blocks_filter` in plain Numba (``group`` ignored); unchecked."""
+    for b in range(block_start, block_stop):
+        mask = _filter_portable(blocked, b, M, luts, q, norms, gains, form, params)
+        if mask != 0:
+            hit[0] = mask
+            return b
+    return max(block_start, block_stop)
 
 
 @njit(inline="always", cache=True)
-def scan_block_filter2_portable(blocked, block_index, M, luts, q, norms, gains, form, params,
-                                group=1):
-    """:func:`scan_block_filter2` in plain Numba; unchecked."""
-    first = _filter_portable(blocked, block_index, M, luts, q, norms, gains, form, params)
-    second = _filter_portable(blocked, block_index, M, luts, q + 1, norms, gains, form, params)
-    return first | (second << 32)
+def scan_blocks_filter2_portable(blocked, block_start, block_stop, M, luts, q, norms, gains,
+                                 form, params, hit, group=1):
+    """:func:`scan_blocks_filter2` in plain Numba; unchecked."""
+    for b in range(block_start, block_stop):
+        first = _filter_portable(blocked, b, M, luts, q, norms, gains, form, params)
+        second = _filter_portable(blocked, b, M, luts, q + 1, norms, gains, form, params)
+        mask = first | (second << 32)
+        if mask != 0:
+            hit[0] = mask
+            return b
+    return max(block_start, block_stop)
 
 
 @njit(cache=True)
@@ -704,26 +714,28 @@ def _scan_block_multi_simd(blocked, block_index, M, luts, out, group=1):
         _ops.block(blocked, block_index, M, luts, q, out, q * ld, group)
 
 
-def _scan_block_filter_simd(blocked, block_index, M, luts, q, norms, gains, form, params,
-                            group=1):
-    """:func:`scan_block_filter` with this variant's ``vpshufb``; unchecked."""
+def _scan_blocks_filter_simd(blocked, block_start, block_stop, M, luts, q, norms, gains, form,
+                             params, hit, group=1):
+    """:func:`scan_blocks_filter` with this variant's ``vpshufb``; unchecked."""
+    args = (blocked, block_start, block_stop, M, luts, q, norms, gains, form, params, hit)
     if group >= 4:
-        return _ops.filter_g4(blocked, block_index, M, luts, q, norms, gains, form, params)
+        return _ops.filter_g4(*args)
     elif group == 2:
-        return _ops.filter_g2(blocked, block_index, M, luts, q, norms, gains, form, params)
+        return _ops.filter_g2(*args)
     else:
-        return _ops.filter_g1(blocked, block_index, M, luts, q, norms, gains, form, params)
+        return _ops.filter_g1(*args)
 
 
-def _scan_block_filter2_simd(blocked, block_index, M, luts, q, norms, gains, form, params,
-                             group=1):
-    """:func:`scan_block_filter2` with this variant's ``vpshufb``; unchecked."""
+def _scan_blocks_filter2_simd(blocked, block_start, block_stop, M, luts, q, norms, gains, form,
+                              params, hit, group=1):
+    """:func:`scan_blocks_filter2` with this variant's ``vpshufb``; unchecked."""
+    args = (blocked, block_start, block_stop, M, luts, q, norms, gains, form, params, hit)
     if group >= 4:
-        return _ops.filter2_g4(blocked, block_index, M, luts, q, norms, gains, form, params)
+        return _ops.filter2_g4(*args)
     elif group == 2:
-        return _ops.filter2_g2(blocked, block_index, M, luts, q, norms, gains, form, params)
+        return _ops.filter2_g2(*args)
     else:
-        return _ops.filter2_g1(blocked, block_index, M, luts, q, norms, gains, form, params)
+        return _ops.filter2_g1(*args)
 
 
 def _scan_blocked_multi_simd(blocked, n, M, luts, out):
@@ -774,8 +786,8 @@ def _simd_variant(variant):
     ops.block = compile_(_block_simd, "_block", True)
     ops.pair = compile_(_pair_simd, "_pair", True)
     for name, inline in (("scan_block", True), ("scan_blocked", False),
-                         ("scan_block_multi", True), ("scan_block_filter", True),
-                         ("scan_block_filter2", True), ("scan_blocked_multi", False)):
+                         ("scan_block_multi", True), ("scan_blocks_filter", False),
+                         ("scan_blocks_filter2", True), ("scan_blocked_multi", False)):
         setattr(ops, name, compile_(globals()[f"_{name}_simd"], name, inline))
     return ops
 
@@ -785,10 +797,10 @@ _AVX512 = _simd_variant("avx512")
 scan_block_avx2, scan_block_avx512 = _AVX2.scan_block, _AVX512.scan_block
 scan_blocked_avx2, scan_blocked_avx512 = _AVX2.scan_blocked, _AVX512.scan_blocked
 scan_block_multi_avx2, scan_block_multi_avx512 = _AVX2.scan_block_multi, _AVX512.scan_block_multi
-scan_block_filter_avx2 = _AVX2.scan_block_filter
-scan_block_filter_avx512 = _AVX512.scan_block_filter
-scan_block_filter2_avx2 = _AVX2.scan_block_filter2
-scan_block_filter2_avx512 = _AVX512.scan_block_filter2
+scan_blocks_filter_avx2 = _AVX2.scan_blocks_filter
+scan_blocks_filter_avx512 = _AVX512.scan_blocks_filter
+scan_blocks_filter2_avx2 = _AVX2.scan_blocks_filter2
+scan_blocks_filter2_avx512 = _AVX512.scan_blocks_filter2
 scan_blocked_multi_avx2 = _AVX2.scan_blocked_multi
 scan_blocked_multi_avx512 = _AVX512.scan_blocked_multi
 
@@ -819,22 +831,22 @@ _SCAN_BLOCKED_MULTI = {
 }
 
 
-_SCAN_BLOCK_FILTER = {
-    "portable": scan_block_filter_portable,
-    "avx2": scan_block_filter_avx2,
-    "avx512": scan_block_filter_avx512,
+_SCAN_BLOCKS_FILTER = {
+    "portable": scan_blocks_filter_portable,
+    "avx2": scan_blocks_filter_avx2,
+    "avx512": scan_blocks_filter_avx512,
 }
-_SCAN_BLOCK_FILTER2 = {
-    "portable": scan_block_filter2_portable,
-    "avx2": scan_block_filter2_avx2,
-    "avx512": scan_block_filter2_avx512,
+_SCAN_BLOCKS_FILTER2 = {
+    "portable": scan_blocks_filter2_portable,
+    "avx2": scan_blocks_filter2_avx2,
+    "avx512": scan_blocks_filter2_avx512,
 }
 
 
 def filter_kernels(variant):
-    """``(scan_block_filter, scan_block_filter2)`` of one variant (see :func:`kernels`)."""
+    """``(scan_blocks_filter, scan_blocks_filter2)`` of one variant (see :func:`kernels`)."""
     kernels(variant)
-    return _SCAN_BLOCK_FILTER[variant], _SCAN_BLOCK_FILTER2[variant]
+    return _SCAN_BLOCKS_FILTER[variant], _SCAN_BLOCKS_FILTER2[variant]
 
 
 def kernels(variant):
@@ -889,18 +901,21 @@ scan_block_multi = _SCAN_BLOCK_MULTI[VARIANT]
 #: Scans ``QUERY_CHUNK`` tables per sweep of the codes, two per pass over a block.
 scan_blocked_multi = _SCAN_BLOCKED_MULTI[VARIANT]
 
-#: ``scan_block_filter(blocked, block_index, M, luts, q, norms, gains, form, params, group=1)``:
-#: scans block ``block_index`` with table ``q`` of ``luts`` (uint8 (nq, M, 16)) and
-#: returns an int64 bit mask: bit ``r`` is set iff ``fa(v) * (offset + scale * S(v))
-#: - fc(v) > threshold`` for ``v = 32 * block_index + r``, in float32, with
-#: ``(offset, scale, threshold) = params[3 * q : 3 * q + 3]`` (``params`` float32,
-#: flat) and the per-vector factors computed from ``norms`` / ``gains`` as
+#: ``scan_blocks_filter(blocked, block_start, block_stop, M, luts, q, norms, gains, form,
+#: params, hit, group=1)``: scans blocks ``block_start .. block_stop - 1`` with table
+#: ``q`` of ``luts`` (uint8 (nq, M, 16)) until one has a row that passes, and
+#: returns that block's index (``block_stop`` when none does), its int64 bit mask
+#: in ``hit[0]``: bit ``r`` is set iff ``fa(v) * (offset + scale * S(v)) - fc(v) >
+#: threshold`` for ``v = 32 * b + r``, in float32, with ``(offset, scale,
+#: threshold) = params[3 * q : 3 * q + 3]`` (``params`` float32, flat) and the
+#: per-vector factors computed from ``norms`` / ``gains`` as
 #: :func:`tqsearch.kernels.simd.emit_row_factors` says (``form`` a tuple of float32
-#: ``(pre, dist, norm_step, gain_step)``). The sums
-#: stay in registers: this is the fused candidate test of a top-k scan. ``group``
-#: from :func:`lut_group`. Inlined and unchecked.
-scan_block_filter = _SCAN_BLOCK_FILTER[VARIANT]
+#: ``(pre, dist, norm_step, gain_step)``). The sums stay in registers and the loop
+#: over blocks in one function until a row passes: this is the fused candidate
+#: test of a top-k scan, which then takes the rows and goes on from ``b + 1``.
+#: ``group`` from :func:`lut_group`. Inlined and unchecked.
+scan_blocks_filter = _SCAN_BLOCKS_FILTER[VARIANT]
 
-#: ``scan_block_filter2(...)``: :func:`scan_block_filter` for tables ``q`` and
-#: ``q + 1`` in one pass over the block; table ``q + 1``'s mask in bits 32..63.
-scan_block_filter2 = _SCAN_BLOCK_FILTER2[VARIANT]
+#: ``scan_blocks_filter2(...)``: :func:`scan_blocks_filter` for tables ``q`` and
+#: ``q + 1`` in one pass over each block; table ``q + 1``'s mask in bits 32..63.
+scan_blocks_filter2 = _SCAN_BLOCKS_FILTER2[VARIANT]

@@ -316,7 +316,7 @@ def emit_block_sums(builder, width, codes_base, lut_bases, M, group=1):
     return [builder.load(acc32[q]) for q in range(nq)]
 
 
-def emit_row_factors(builder, norms_ptr, gains_ptr, form):
+def emit_row_factors(builder, norms_ptr, gains_ptr, form, similarity=False):
     """The filter's per-vector factors ``(fa, fc)`` of 32 rows, as ``<32 x float>`` values.
 
     ``norms_ptr`` / ``gains_ptr`` point to the rows' 32 float32 norms and 32
@@ -326,6 +326,9 @@ def emit_row_factors(builder, norms_ptr, gains_ptr, form):
 
     and rows with a negative norm (zero vectors of a centred cosine index) get
     ``fa = 0, fc = -ZERO_VECTOR_SCORE``: the constant score they are ranked by.
+    With ``similarity`` the caller knows that ``dist`` is 0, as it is
+    everywhere but in the distance form, the only one with zero vectors
+    flagged: then ``fc`` is None (0 for every row) and only ``fa`` is formed.
     """
     f32 = ir.FloatType()
     vf = _vec(f32, BLOCK)
@@ -334,6 +337,8 @@ def emit_row_factors(builder, norms_ptr, gains_ptr, form):
     g = builder.load(builder.bitcast(gains_ptr, _vec(_i16, BLOCK).as_pointer()), align=2)
     g = builder.uitofp(g, vf)
     fa = builder.fmul(builder.fmul(_splat_value(builder, pre, BLOCK), n), g)
+    if similarity:
+        return fa, None
     fc = builder.fmul(builder.fmul(_splat_value(builder, dist, BLOCK), n), n)
     zero = ir.Constant(vf, [0.0] * BLOCK)
     flagged = builder.fcmp_ordered("<", n, zero)
@@ -354,13 +359,16 @@ def emit_row_filter(builder, sums, offset, scale, fa, fc, threshold):
 
     ``sums`` is a ``<32 x i32>`` value, ``offset``, ``scale`` and ``threshold`` float
     scalars, ``fa`` / ``fc`` the block's ``<32 x float>`` factors
-    (:func:`emit_row_factors`). Bit ``r`` of the result is row ``r``. All in
-    registers, float32 arithmetic in the order written (no fast-math flags).
+    (:func:`emit_row_factors`; ``fc`` None stands for zeros). Bit ``r`` of the
+    result is row ``r``. All in registers, float32 arithmetic in the order
+    written (no fast-math flags).
     """
     vf = _vec(ir.FloatType(), BLOCK)
     x = builder.fadd(_splat_value(builder, offset, BLOCK),
                      builder.fmul(_splat_value(builder, scale, BLOCK), builder.sitofp(sums, vf)))
-    s = builder.fsub(builder.fmul(fa, x), fc)
+    s = builder.fmul(fa, x)
+    if fc is not None:
+        s = builder.fsub(s, fc)
     mask = builder.fcmp_ordered(">", s, _splat_value(builder, threshold, BLOCK))
     return builder.bitcast(mask, _i32)
 
@@ -469,11 +477,12 @@ def _check_f32_c(ty, name, fname):
 
 
 def make_filter_intrinsic(width, nq=1, group=1):
-    """Build the ``@intrinsic`` scanning one block and testing its rows against a bound.
+    """Build the ``@intrinsic`` scanning blocks until one has a row that passes a bound.
 
     The returned intrinsic has the Numba signature::
 
-        f(blocked, block_index, M, luts, lut_index, norms, gains, form, params) -> int64
+        f(blocked, block_start, block_stop, M, luts, lut_index, norms, gains, form,
+          params, hit) -> int64
 
     ``blocked`` and ``luts`` as in :func:`make_block_intrinsic`; ``norms`` (float32)
     and ``gains`` (uint16) are C-contiguous per-vector fields of which 32 elements
@@ -483,16 +492,23 @@ def make_filter_intrinsic(width, nq=1, group=1):
     shared by every block (see
     :func:`emit_row_factors` for how the factors ``fa``, ``fc`` follow). ``params``
     is C-contiguous float32 holding ``(offset, scale, threshold)`` of table ``t``
-    at flat elements ``3 * t .. 3 * t + 2``. For table ``t = lut_index + i`` bit
-    ``32 * i + r`` of the result is set iff ``fa * (offset + scale * sum_r) - fc >
-    threshold``, computed in float32 in that order. The sums never leave the
-    registers. Nothing is bounds-checked: callers check.
+    at flat elements ``3 * t .. 3 * t + 2``. Blocks ``block_start ..
+    block_stop - 1`` are scanned in order; for table ``t = lut_index + i`` bit
+    ``32 * i + r`` of a block's mask is set iff ``fa * (offset + scale * sum_r) - fc >
+    threshold``, computed in float32 in that order. The first block whose mask
+    is not empty stops the scan: its mask goes to ``hit[0]`` (int64, C-contiguous)
+    and its index is returned; ``block_stop`` is returned when none passes. The
+    sums never leave the registers, and the loop over blocks stays in this one
+    function, its pointers and constants in registers, until a row passes (a
+    few blocks a query, once its heap holds good scores). Nothing is
+    bounds-checked: callers check.
     """
     if nq not in (1, 2):
         raise ValueError("nq must be 1 or 2 (the result packs 32 bits per table)")
     fname = f"block_filter_w{width}_q{nq}_g{group}"
 
-    def impl(typingctx, blocked, block_index, M, luts, lut_index, norms, gains, form, params):
+    def impl(typingctx, blocked, block_start, block_stop, M, luts, lut_index, norms, gains,
+             form, params, hit):
         if not width_supported(width):
             raise TypingError(
                 f"{fname}: the compile target lacks {', '.join(_REQUIRES[width])} "
@@ -505,49 +521,78 @@ def make_filter_intrinsic(width, nq=1, group=1):
         if not (isinstance(form, types.UniTuple) and form.count == 4
                 and form.dtype == types.float32):
             raise TypingError(f"{fname}: form must be a tuple of 4 float32, got {form}")
-        if not (isinstance(gains, types.Array) and gains.dtype == types.uint16
-                and gains.layout == "C"):
-            raise TypingError(f"{fname}: gains must be a C-contiguous uint16 array, got {gains}")
-        for name, ty in (("block_index", block_index), ("M", M), ("lut_index", lut_index)):
+        for name, ty, dtype in (("gains", gains, types.uint16), ("hit", hit, types.int64)):
+            if not (isinstance(ty, types.Array) and ty.dtype == dtype and ty.layout == "C"):
+                raise TypingError(f"{fname}: {name} must be a C-contiguous {dtype} array, "
+                                  f"got {ty}")
+        for name, ty in (("block_start", block_start), ("block_stop", block_stop), ("M", M),
+                         ("lut_index", lut_index)):
             if not isinstance(ty, types.Integer):
                 raise TypingError(f"{fname}: {name} must be an integer, got {ty}")
-        sig = types.int64(blocked, types.intp, types.intp, luts, types.intp, norms, gains,
-                          form, params)
+        sig = types.int64(blocked, types.intp, types.intp, types.intp, luts, types.intp, norms,
+                          gains, form, params, hit)
 
         def codegen(context, builder, signature, args):
-            a_b, a_m, a_q0 = args[1], args[2], args[4]
-            arrs = [context.make_array(signature.args[i])(context, builder, args[i])
-                    for i in (0, 3, 5, 6, 8)]
-            codes, lut, nrm, gns, par = arrs
-            stride = builder.mul(a_m, ir.Constant(_i64, 16))
-            codes_base = builder.gep(
-                builder.bitcast(codes.data, _i8.as_pointer()), [builder.mul(a_b, stride)]
-            )
+            a_b0, a_b1, a_m, a_q0 = args[1], args[2], args[3], args[5]
+            codes, lut, nrm, gns, par, out = (
+                context.make_array(signature.args[i])(context, builder, args[i])
+                for i in (0, 4, 6, 7, 9, 10))
+            c64 = lambda v: ir.Constant(_i64, v)  # noqa: E731
+            stride = builder.mul(a_m, c64(16))
+            codes_data = builder.bitcast(codes.data, _i8.as_pointer())
             lut_base = builder.bitcast(lut.data, _i8.as_pointer())
-            lut_bases = [
-                builder.gep(
-                    lut_base, [builder.mul(stride, builder.add(a_q0, ir.Constant(_i64, q)))]
-                )
-                for q in range(nq)
-            ]
-            row0 = builder.mul(a_b, ir.Constant(_i64, BLOCK))
-            form_values = [builder.extract_value(args[7], i) for i in range(4)]
-            steps = [builder.fptosi(v, _i64) for v in form_values[2:]]
-            norms_ptr = builder.gep(nrm.data, [builder.mul(row0, steps[0])])
-            gains_ptr = builder.gep(gns.data, [builder.mul(row0, steps[1])])
-            sums = emit_block_sums(builder, width, codes_base, lut_bases, a_m, group)
-            fa, fc = emit_row_factors(builder, norms_ptr, gains_ptr, form_values[:2])
-            result = ir.Constant(_i64, 0)
+            lut_bases = [builder.gep(lut_base, [builder.mul(stride, builder.add(a_q0, c64(q)))])
+                         for q in range(nq)]
+            form_values = [builder.extract_value(args[8], i) for i in range(4)]
+            steps = [builder.mul(c64(BLOCK), builder.fptosi(v, _i64)) for v in form_values[2:]]
+            # the thresholds cannot change during the call: nothing is pushed here
+            params = []
             for q in range(nq):
-                at = builder.mul(builder.add(a_q0, ir.Constant(_i64, q)), ir.Constant(_i64, 3))
-                p = [builder.load(builder.gep(par.data, [builder.add(at, ir.Constant(_i64, i))]))
-                     for i in range(3)]
-                mask = emit_row_filter(builder, sums[q], p[0], p[1], fa, fc, p[2])
-                mask = builder.zext(mask, _i64)
-                if q:
-                    mask = builder.shl(mask, ir.Constant(_i64, 32 * q))
-                result = builder.or_(result, mask)
-            return result
+                at = builder.mul(builder.add(a_q0, c64(q)), c64(3))
+                params.append([builder.load(builder.gep(par.data, [builder.add(at, c64(i))]))
+                               for i in range(3)])
+            block = cgutils.alloca_once_value(builder, a_b0)
+
+            def scan(similarity):
+                """The loop over blocks, with the row factors of ``emit_row_factors``."""
+                head = builder.append_basic_block("blocks.head")
+                body = builder.append_basic_block("blocks.body")
+                found = builder.append_basic_block("blocks.found")
+                done = builder.append_basic_block("blocks.done")
+                builder.branch(head)
+                builder.position_at_end(head)
+                b = builder.load(block)
+                builder.cbranch(builder.icmp_signed("<", b, a_b1), body, done)
+                builder.position_at_end(body)
+                codes_base = builder.gep(codes_data, [builder.mul(b, stride)])
+                norms_ptr = builder.gep(nrm.data, [builder.mul(b, steps[0])])
+                gains_ptr = builder.gep(gns.data, [builder.mul(b, steps[1])])
+                sums = emit_block_sums(builder, width, codes_base, lut_bases, a_m, group)
+                fa, fc = emit_row_factors(builder, norms_ptr, gains_ptr, form_values[:2],
+                                          similarity)
+                mask = c64(0)
+                for q in range(nq):
+                    offset, scale, threshold = params[q]
+                    rows = builder.zext(emit_row_filter(builder, sums[q], offset, scale, fa, fc,
+                                                        threshold), _i64)
+                    mask = builder.or_(mask, builder.shl(rows, c64(32 * q)) if q else rows)
+                builder.store(builder.add(b, c64(1)), block)
+                builder.cbranch(builder.icmp_unsigned("!=", mask, c64(0)), found, head)
+                builder.position_at_end(found)
+                builder.store(mask, out.data)
+                builder.store(b, block)
+                builder.branch(done)
+                builder.position_at_end(done)
+
+            # outside the distance form (dist == 0) the factors are fewer: a loop of its own
+            dist_zero = builder.fcmp_ordered("==", form_values[1], ir.Constant(ir.FloatType(), 0))
+            with builder.if_else(dist_zero) as (similarity, distance):
+                with similarity:
+                    scan(True)
+                with distance:
+                    scan(False)
+            return builder.select(builder.icmp_signed("<", builder.load(block), a_b1),
+                                  builder.load(block), a_b1)
 
         return sig, codegen
 
