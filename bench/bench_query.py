@@ -9,7 +9,7 @@ for 2 and 4 bits per coordinate,
 * turbovec ``TurboQuantIndex(d, bits)`` (angular data with ``d % 8 == 0`` only),
 
 each timed on a batch of queries (QPS, after a warm-up) and on single queries
-(median latency), with recall@k (``--k``, default 10) against the file's
+(median latency; each query goes to every method in turn), with recall@k (``--k``, default 10) against the file's
 neighbours and the bytes stored per vector. One thread everywhere: ``faiss.omp_set_num_threads(1)``,
 ``RAYON_NUM_THREADS=1`` set before turbovec is imported, numba threads 1; the
 ``cpu/wall`` column (process CPU time over wall time while searching) shows
@@ -221,14 +221,18 @@ def run_dataset(path, bits_list, nq, n_latency, repeat, k=10, limit=None):
             with Timer() as t:
                 tq2.search(xq, k)
             res["tq2"]["qps"] = max(res["tq2"]["qps"], len(xq) / t.wall)
-            for m in methods:
-                times = np.empty(n_latency)
-                for i in range(n_latency):
-                    q = xq[i % len(xq): i % len(xq) + 1]
+            # single queries interleaved: each query goes to every method in turn (the
+            # order rotating), so that a slower spell of the machine hits all alike
+            times = np.empty((len(methods), n_latency))
+            for i in range(n_latency):
+                q = xq[i % len(xq): i % len(xq) + 1]
+                for j in range(len(methods)):
+                    at = (i + j) % len(methods)
                     t0 = time.perf_counter()
-                    m.search(q, k)
-                    times[i] = time.perf_counter() - t0
-                res[m.name]["lat"] = min(res[m.name]["lat"], float(np.median(times)) * 1e3)
+                    methods[at].search(q, k)
+                    times[at, i] = time.perf_counter() - t0
+            for m, row in zip(methods, times, strict=True):
+                res[m.name]["lat"] = min(res[m.name]["lat"], float(np.median(row)) * 1e3)
         rows.append((name, n, d, bits, methods, res))
         print_table([rows[-1]], k, header=not rows[:-1])
     return rows

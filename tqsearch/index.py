@@ -412,7 +412,10 @@ class TurboQuantIndex:
             if threads == 1 or nq * n_chunks == 1:
                 scan_blocked_topk_serial(*args)  # no thread-pool launch for one task
             else:
-                scan_blocked_topk(*args)
+                # tasks handed out one at a time as threads free up: a core slowed
+                # by other work does not hold the batch back (static split: ~2 % slower)
+                with numba.parallel_chunksize(1):
+                    scan_blocked_topk(*args)
         elif stop > start and self._scans_bytes():
             batch = store.rows(start, stop)
             form, fc_max = self._scan_inputs()[0][2:4]
