@@ -9,8 +9,9 @@ for 2 and 4 bits per coordinate,
 * turbovec ``TurboQuantIndex(d, bits)`` (angular data with ``d % 8 == 0`` only),
 
 each timed on a batch of queries (QPS, after a warm-up) and on single queries
-(median latency; each query goes to every method in turn), with recall@k (``--k``, default 10) against the file's
-neighbours and the bytes stored per vector. One thread everywhere: ``faiss.omp_set_num_threads(1)``,
+(median latency; the methods take turns every ``LATENCY_RUN`` queries), with
+recall@k (``--k``, default 10) against the file's neighbours and the bytes
+stored per vector. One thread everywhere: ``faiss.omp_set_num_threads(1)``,
 ``RAYON_NUM_THREADS=1`` set before turbovec is imported, numba threads 1; the
 ``cpu/wall`` column (process CPU time over wall time while searching) shows
 that each method did run on one core. A last column gives tqsearch's batch
@@ -45,6 +46,7 @@ import tqsearch  # noqa: E402
 from tqsearch.datasets import ground_truth  # noqa: E402
 
 METRICS = {"angular": "cosine", "euclidean": "l2", "dot": "ip", "ip": "ip"}
+LATENCY_RUN = 50  # single queries a method runs before the next takes its turn
 
 
 def cpu_seconds():
@@ -221,16 +223,18 @@ def run_dataset(path, bits_list, nq, n_latency, repeat, k=10, limit=None):
             with Timer() as t:
                 tq2.search(xq, k)
             res["tq2"]["qps"] = max(res["tq2"]["qps"], len(xq) / t.wall)
-            # single queries interleaved: each query goes to every method in turn (the
-            # order rotating), so that a slower spell of the machine hits all alike
+            # single queries in runs of LATENCY_RUN, the methods taking turns run by
+            # run (the order rotating): a slower spell of the machine hits all alike,
+            # and within a run a method's index stays in cache as it would when serving
             times = np.empty((len(methods), n_latency))
-            for i in range(n_latency):
-                q = xq[i % len(xq): i % len(xq) + 1]
+            for r, first in enumerate(range(0, n_latency, LATENCY_RUN)):
                 for j in range(len(methods)):
-                    at = (i + j) % len(methods)
-                    t0 = time.perf_counter()
-                    methods[at].search(q, k)
-                    times[at, i] = time.perf_counter() - t0
+                    at = (r + j) % len(methods)
+                    for i in range(first, min(first + LATENCY_RUN, n_latency)):
+                        q = xq[i % len(xq): i % len(xq) + 1]
+                        t0 = time.perf_counter()
+                        methods[at].search(q, k)
+                        times[at, i] = time.perf_counter() - t0
             for m, row in zip(methods, times, strict=True):
                 res[m.name]["lat"] = min(res[m.name]["lat"], float(np.median(row)) * 1e3)
         rows.append((name, n, d, bits, methods, res))
