@@ -500,8 +500,9 @@ def make_filter_intrinsic(width, nq=1, group=1):
     and its index is returned; ``block_stop`` is returned when none passes. The
     sums never leave the registers, and the loop over blocks stays in this one
     function, its pointers and constants in registers, until a row passes (a
-    few blocks a query, once its heap holds good scores). Nothing is
-    bounds-checked: callers check.
+    few blocks a query, once its heap holds good scores). Where ``dist`` is 0
+    the loop is a second copy that forms ``fa`` only (``emit_row_factors``
+    with ``similarity``). Nothing is bounds-checked: callers check.
     """
     if nq not in (1, 2):
         raise ValueError("nq must be 1 or 2 (the result packs 32 bits per table)")
