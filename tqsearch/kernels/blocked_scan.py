@@ -585,9 +585,12 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
         g = singles
         while g + 1 < n_queries:
             group = min(groups[g], groups[g + 1])
-            b = scan_blocks_filter2(blocked, t0, t1, M, luts_u8, g, filter_norms, filter_gains,
-                                    form, params, hit, group)
-            while b < t1:
+            b = t0
+            while True:
+                b = scan_blocks_filter2(blocked, b, t1, M, luts_u8, g, filter_norms,
+                                        filter_gains, form, params, hit, group)
+                if b >= t1:
+                    break
                 base = b * BLOCK
                 rows = _range_mask(base, start, stop)
                 m0 = hit[0] & low & rows
@@ -599,21 +602,22 @@ def _scan_group(blocked, b0, b1, start, stop, filter_norms, filter_gains, form, 
                     _take(engine, blocked, M, base, m1, exact, g + 1, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g + 1, c],
                           out_label[q0 + g + 1, c])
-                b = scan_blocks_filter2(blocked, b + 1, t1, M, luts_u8, g, filter_norms,
-                                        filter_gains, form, params, hit, group)
+                b += 1
             g += 2
         if g < n_queries:
-            b = scan_blocks_filter(blocked, t0, t1, M, luts_u8, g, filter_norms, filter_gains,
-                                   form, params, hit, groups[g])
-            while b < t1:
+            b = t0
+            while True:
+                b = scan_blocks_filter(blocked, b, t1, M, luts_u8, g, filter_norms,
+                                       filter_gains, form, params, hit, groups[g])
+                if b >= t1:
+                    break
                 base = b * BLOCK
                 mask = hit[0] & _range_mask(base, start, stop)
                 if mask != 0:
                     _take(engine, blocked, M, base, mask, exact, g, norms, gains, mode,
                           distance_form, fc_max, params, out_score[q0 + g, c],
                           out_label[q0 + g, c])
-                b = scan_blocks_filter(blocked, b + 1, t1, M, luts_u8, g, filter_norms,
-                                       filter_gains, form, params, hit, groups[g])
+                b += 1
     for g in range(held):
         _resolve(engine, g, pending, blocked, M, exact, norms, gains, mode, distance_form,
                  out_score[q0 + g, c], out_label[q0 + g, c])
